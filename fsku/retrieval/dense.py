@@ -1,0 +1,90 @@
+"""Dense retrieval: a sentence-transformers encoder and a FAISS inner-product index.
+
+Vectors are L2-normalised, so inner product is cosine similarity. A flat (exact) index serves
+small corpora; from ``ivf_threshold`` chunks on, an IVF index with ``nlist`` lists, searched with
+``nprobe``, keeps queries fast.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+
+def load_encoder(name_or_path: str):
+    """A SentenceTransformer from a local path or, for users with a hub, a model name."""
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(name_or_path)
+    if name_or_path.startswith((".", "/")) or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"index.dense.model: {name_or_path} does not exist")
+        name_or_path = str(path)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return SentenceTransformer(name_or_path, device=device)
+
+
+def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    if not texts:
+        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                       show_progress_bar=False)
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def static_embedding(model):
+    """The StaticEmbedding module of a static-embedding model, else None."""
+    from sentence_transformers.models import StaticEmbedding
+
+    first = model[0] if len(model) else None
+    return first if isinstance(first, StaticEmbedding) else None
+
+
+def corpus_idf(model, texts: list[str], smoothing: float = 0.5) -> np.ndarray:
+    """Per-token ``log((N + 1) / (df + 1)) + smoothing`` over ``texts`` in the encoder's tokens."""
+    static = static_embedding(model)
+    df = np.zeros(static.embedding.weight.shape[0], dtype=np.float64)
+    for enc in static.tokenizer.encode_batch(texts, add_special_tokens=False):
+        df[np.unique(np.asarray(enc.ids, dtype=np.int64))] += 1
+    return (np.log((len(texts) + 1) / (df + 1)) + smoothing).astype(np.float32)
+
+
+def apply_token_weights(model, weights: np.ndarray) -> None:
+    """Scale each token's vector of a static-embedding model in place."""
+    import torch
+
+    w = static_embedding(model).embedding.weight
+    if w.shape[0] != len(weights):
+        raise ValueError(f"token weights cover {len(weights)} tokens, the encoder has {w.shape[0]}")
+    with torch.no_grad():
+        w.copy_((w.float() * torch.from_numpy(weights)[:, None]).to(w.dtype))
+
+
+def build_faiss(emb: np.ndarray, ivf_threshold: int, nlist: int, nprobe: int, seed: int = 0) -> faiss.Index:
+    n, d = emb.shape
+    if n < ivf_threshold:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = nlist or max(1, int(4 * math.sqrt(n)))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(emb)
+        index.nprobe = nprobe
+    index.add(emb)
+    return index
+
+
+def search(index: faiss.Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, row ids) of the top ``k``; ids of -1 (IVF with too few probed lists) are dropped."""
+    k = min(k, index.ntotal)
+    if k == 0:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    scores, ids = index.search(query.reshape(1, -1), k)
+    keep = ids[0] >= 0
+    return scores[0][keep], ids[0][keep]

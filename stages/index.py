@@ -1,0 +1,36 @@
+"""Stage `index`: chunks -> BM25 + FAISS index in models/index, retrieval metrics and plot data."""
+
+import csv
+
+from fsku.config import load_section
+from fsku.io import atomic_path, write_json
+from fsku.retrieval.build import build_index
+from fsku.retrieval.config import IndexConfig
+from fsku.retrieval.evaluate import MODES, evaluate, load_queries
+from fsku.retrieval.hybrid import Retriever
+from fsku.stage import parser, run
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--chunks", default="data/processed/chunks.jsonl")
+    p.add_argument("--queries", default="data/raw/retrieval_queries.csv")
+    p.add_argument("--out", default="models/index")
+    p.add_argument("--metrics", default="metrics/retrieval.json")
+    p.add_argument("--curve", default="metrics/retrieval_curve.csv")
+    args = p.parse_args()
+    cfg = load_section(IndexConfig, "index", args.params)
+    queries = load_queries(args.queries)
+    meta = build_index(args.chunks, args.out, cfg)
+    metrics, curve = evaluate(Retriever.load(args.out, cfg), queries, cfg.eval.ks, cfg.eval.min_overlap)
+    metrics = {"chunks": meta["chunks"], "encoder": meta["encoder"], "fusion": cfg.hybrid.method, **metrics}
+    write_json(args.metrics, metrics)
+    with atomic_path(args.curve) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["k", *MODES], lineterminator="\n")
+        w.writeheader()
+        w.writerows(curve)
+    print({m: metrics[m] for m in MODES})
+
+
+if __name__ == "__main__":
+    run(main)
