@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` (build everything with DVC) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup run test corpus bench clean
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup  ## reproduce the pipeline on the embedded default
+	$(BIN)/dvc repro
+
+test: setup  ## the test suite (offline)
+	$(BIN)/python -m pytest -q tests
+
+corpus: setup  ## re-render data/raw/corpus/*.pdf from data/raw/corpus_src/*.txt
+	$(BIN)/python -m fsku.corpus.render
+
+bench: setup  ## benchmarks (needs `make run` first); results go to benchmarks/RESULTS.md by hand
+	$(BIN)/python benchmarks/bench_chunk.py
+	$(BIN)/python benchmarks/bench_retrieval.py
+
+clean:
+	rm -rf $(VENV)
