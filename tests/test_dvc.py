@@ -1,4 +1,7 @@
-"""DVC behaviour in a real temp git + DVC repo with a tiny corpus and config."""
+"""DVC behaviour in a real temp git + DVC repo with a tiny corpus and config.
+
+The knowledge-base part of the pipeline (chunk, encoder, index) is exercised by targeting `index`;
+the model stages are tested on their own in test_models.py."""
 
 import csv
 import json
@@ -62,7 +65,7 @@ def repo(tmp_path_factory):
         w.writeheader()
         w.writerows(rows)
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, allow_unicode=True, sort_keys=False))
-    first = dvc(repo, "repro")
+    first = dvc(repo, "repro", "index")
     assert ran(first.stdout) == ["chunk", "encoder", "index"], first.stdout
     run(["git", "add", "-A"], cwd=repo)
     run(["git", "commit", "-qm", "first repro"], cwd=repo)
@@ -79,7 +82,7 @@ def test_first_repro_outputs(repo):
 
 def test_noop_repro_runs_nothing_and_force_is_byte_identical(repo):
     before = outs(repo)
-    again = dvc(repo, "repro")
+    again = dvc(repo, "repro", "index")
     assert ran(again.stdout) == []
     assert outs(repo) == before
     forced = dvc(repo, "repro", "--force", "--single-item", "chunk", "index")
@@ -92,13 +95,13 @@ def test_chunk_param_reruns_chunk_and_index_only(repo):
     before = outs(repo)
     set_param(repo, "chunk.size", 250)
     try:
-        status = json.loads(dvc(repo, "status", "--json").stdout)
+        status = json.loads(dvc(repo, "status", "--with-deps", "index", "--json").stdout)
         assert set(status) == {"chunk"}
         assert status["chunk"] == [{"changed deps": {"params.yaml": {"chunk.size": "modified"}}}]
         # a dry run cannot know that chunk's out will change, so it is asked for the descendants
-        dry = dvc(repo, "repro", "--dry", "--force-downstream")
+        dry = dvc(repo, "repro", "--dry", "--force-downstream", "index")
         assert ran(dry.stdout) == ["chunk", "index"]
-        real = dvc(repo, "repro")
+        real = dvc(repo, "repro", "index")
         assert ran(real.stdout) == ["chunk", "index"]
         after = outs(repo)
         assert after["models/encoder/model.safetensors"] == before["models/encoder/model.safetensors"]
@@ -106,7 +109,7 @@ def test_chunk_param_reruns_chunk_and_index_only(repo):
         assert max(len(json.loads(x)["text"]) for x in after["data/processed/chunks.jsonl"].splitlines()) <= 250
     finally:
         run(["git", "checkout", "params.yaml", "dvc.lock", "metrics"], cwd=repo)
-        dvc(repo, "checkout", "-q")
+        dvc(repo, "checkout", "-q", "--with-deps", "index")
     assert outs(repo) == before
 
 
@@ -114,16 +117,16 @@ def test_index_param_reruns_index_only(repo):
     before = outs(repo)
     set_param(repo, "index.hybrid.bm25_weight", 0.9)
     try:
-        assert ran(dvc(repo, "repro", "--dry", "--force-downstream").stdout) == ["index"]
-        real = dvc(repo, "repro")
+        assert ran(dvc(repo, "repro", "--dry", "--force-downstream", "index").stdout) == ["index"]
+        real = dvc(repo, "repro", "index")
         assert ran(real.stdout) == ["index"]
         after = outs(repo)
         assert after["data/processed/chunks.jsonl"] == before["data/processed/chunks.jsonl"]
         assert after["metrics/retrieval.json"] != before["metrics/retrieval.json"]
     finally:
         run(["git", "checkout", "params.yaml", "dvc.lock", "metrics"], cwd=repo)
-        dvc(repo, "checkout", "-q")
-    assert ran(dvc(repo, "repro").stdout) == []
+        dvc(repo, "checkout", "-q", "--with-deps", "index")
+    assert ran(dvc(repo, "repro", "index").stdout) == []
     assert outs(repo) == before
 
 
@@ -131,17 +134,17 @@ def test_bad_param_fails_the_stage_and_keeps_outs(repo):
     before = outs(repo)
     set_param(repo, "index.hybrid.method", "bogus")
     try:
-        proc = dvc(repo, "repro", check=False)
+        proc = dvc(repo, "repro", "index", check=False)
         assert proc.returncode != 0
         assert "index.hybrid.method: 'bogus' is not one of" in proc.stderr + proc.stdout
     finally:
         run(["git", "checkout", "params.yaml"], cwd=repo)
     # DVC clears a stage's outs before running it; the last good ones come back from the cache
     # (and the uncached metrics from git)
-    dvc(repo, "checkout", "-q")
+    dvc(repo, "checkout", "-q", "--with-deps", "index")
     run(["git", "checkout", "metrics"], cwd=repo)
     assert outs(repo) == before
-    assert ran(dvc(repo, "repro").stdout) == []
+    assert ran(dvc(repo, "repro", "index").stdout) == []
 
 
 def _leaves(cls, prefix):
@@ -163,12 +166,14 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
     a key named size/nfiles (DVC's run-cache key skips those names)."""
     from fsku.chunking.config import ChunkConfig
     from fsku.embedding.static import EncoderConfig
+    from fsku.models.config import StudentConfig, TeacherConfig
     from fsku.retrieval.config import IndexConfig
 
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
     for stage, (section, cls) in {"chunk": ("chunk", ChunkConfig), "encoder": ("encoder", EncoderConfig),
-                                  "index": ("index", IndexConfig)}.items():
+                                  "index": ("index", IndexConfig), "teacher_model": ("teacher", TeacherConfig),
+                                  "student_model": ("student", StudentConfig)}.items():
         tracked = stages[stage]["params"]
         for leaf in _leaves(cls, section):
             assert section in tracked or leaf in tracked or any(leaf.startswith(t + ".") for t in tracked), leaf

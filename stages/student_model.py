@@ -1,0 +1,43 @@
+"""Stage `student_model`: the initial student (pruned teacher, model dir or hub id) ->
+models/student_init, after checking it shares the teacher's tokenizer."""
+
+import logging
+
+from fsku.config import load_section
+from fsku.io import write_json
+from fsku.models.compat import check_and_align
+from fsku.models.config import StudentConfig
+from fsku.models.load import load_causal_lm, save_model
+from fsku.models.prune import prune_layers
+from fsku.stage import parser, run, seed_everything
+
+log = logging.getLogger("stages.student_model")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--teacher", default="models/teacher")
+    p.add_argument("--out", default="models/student_init")
+    p.add_argument("--metrics", default="metrics/models.json")
+    args = p.parse_args()
+    cfg = load_section(StudentConfig, "student", args.params)
+    seed_everything(0)
+    teacher, teacher_tok = load_causal_lm(args.teacher, cfg.dtype)
+    if cfg.model == "prune":
+        student, kept = prune_layers(teacher, cfg.keep_layers)
+        student_tok = teacher_tok
+    else:
+        student, student_tok = load_causal_lm(cfg.model, cfg.dtype)
+        kept = None
+    log.info(check_and_align(teacher_tok, student_tok, teacher, student))
+    save_model(student, student_tok, args.out)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    write_json(args.metrics, {
+        "teacher_layers": teacher.config.num_hidden_layers, "teacher_parameters": count(teacher),
+        "student": cfg.model, "student_layers": student.config.num_hidden_layers,
+        "student_parameters": count(student), "kept_layers": kept,
+    })
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,21 @@
+"""Stage `teacher_model`: the teacher (embedded GGUF, model dir or hub id) -> models/teacher."""
+
+from fsku.config import load_section
+from fsku.models.config import TeacherConfig
+from fsku.models.load import load_causal_lm, save_model
+from fsku.stage import parser, run, seed_everything
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--out", default="models/teacher")
+    args = p.parse_args()
+    cfg = load_section(TeacherConfig, "teacher", args.params)
+    seed_everything(0)
+    model, tokenizer = load_causal_lm(cfg.model, cfg.dtype)
+    save_model(model, tokenizer, args.out)
+    print(f"teacher: {cfg.model} -> {args.out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+
+
+if __name__ == "__main__":
+    run(main)

