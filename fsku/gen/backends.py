@@ -1,0 +1,82 @@
+"""Generation backends. Both return, per prompt: text, generated token count, finish reason
+(``stop`` on an end-of-sequence token, ``length`` at max_tokens), prompt token count and whether
+the prompt was cut to fit the context."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from fsku.gen.config import GenConfig, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+class TransformersBackend:
+    """Batched generation with left padding; greedy at temperature 0, seeded sampling otherwise."""
+
+    name = "transformers"
+
+    def __init__(self, model_dir: str | Path, cfg: GenConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.tokenizer.padding_side = "left"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos = {e for e in eos + [self.tokenizer.eos_token_id] if e is not None}
+
+    def _encode(self, prompts: list[str], budget: int) -> tuple[list[list[int]], list[bool]]:
+        ids, cut = [], []
+        for p in prompts:
+            toks = self.tokenizer(p, add_special_tokens=True).input_ids
+            cut.append(len(toks) > budget)
+            ids.append(toks[-budget:] if len(toks) > budget else toks)  # keep the question end
+        return ids, cut
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], sp: SamplingConfig, seed: int) -> list[dict]:
+        budget = self.cfg.max_model_len - sp.max_tokens
+        ids, cut = self._encode(prompts, budget)
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.model.device)
+        torch.manual_seed(seed)
+        kwargs = dict(max_new_tokens=sp.max_tokens, pad_token_id=pad, do_sample=sp.temperature > 0)
+        if sp.temperature > 0:
+            kwargs.update(temperature=sp.temperature, top_p=sp.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16_autocast
+                                  and self.model.device.type == "cpu")
+        with autocast:
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        results = []
+        for row, n_prompt, was_cut in zip(out[:, width:].tolist(), (len(x) for x in ids), cut):
+            end = next((i for i, t in enumerate(row) if t in self.eos), None)
+            tokens = row if end is None else row[:end]
+            results.append({"text": self.tokenizer.decode(tokens, skip_special_tokens=True),
+                            "n_tokens": len(tokens) + (end is not None), "finish_reason": "length" if end is None else "stop",
+                            "prompt_tokens": n_prompt, "prompt_truncated": was_cut})
+        return results
+
+
+def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):
+    if kind in ("auto", "vllm"):
+        try:
+            from fsku.gen.vllm_backend import VLLMBackend
+
+            return VLLMBackend(model_dir, cfg)
+        except ImportError as e:
+            if kind == "vllm":
+                raise ValueError(f"gen.backend: vllm requested but it does not import ({e})") from None
+            log.info("vLLM not available (%s); using transformers", e)
+    return TransformersBackend(model_dir, cfg)

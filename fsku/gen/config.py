@@ -1,0 +1,52 @@
+"""Configs of the prompt and generation stages (``params.yaml`` sections ``prompts`` and ``gen``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fsku.config import ConfigError, field
+
+
+@dataclass
+class DedupConfig:
+    threshold: float = field(0.8, gt=0.0, le=1.0, doc="MinHash Jaccard estimate above which prompts are duplicates")
+    num_perm: int = field(128, ge=16, le=1024)
+    shingle: int = field(5, ge=1, le=50, doc="character n-gram length")
+
+
+@dataclass
+class PromptsConfig:
+    top_k: int = field(3, ge=0, le=50, doc="retrieved chunks put in each prompt")
+    max_context_chars: int = field(1500, ge=0, doc="context budget; chunks past it are cut")
+    max_prompts: int = field(60, ge=0, doc="cap on the prompt pool after dedup; 0 = all")
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    seed: int = 0
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = field(0.0, ge=0.0, le=5.0, doc="0 = greedy")
+    top_p: float = field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = field(64, ge=1, le=32768)
+    seed: int = 0
+
+
+@dataclass
+class GenConfig:
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    batch_size: int = field(8, ge=1, le=4096)
+    bf16_autocast: bool = field(False, doc="bf16 autocast for transformers on CPU")
+    max_model_len: int = field(2048, ge=64, doc="prompt + answer tokens; longer prompts are cut from the left")
+    teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
+    shards: int = field(1, ge=1)
+    shard_index: int = field(0, ge=0)
+    teacher: SamplingConfig = field(default_factory=SamplingConfig)
+    student: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self) -> None:
+        if self.shard_index >= self.shards:
+            raise ConfigError(f"shard_index: {self.shard_index} must be below shards ({self.shards})")
+        for who in ("teacher", "student"):
+            if getattr(self, who).max_tokens >= self.max_model_len:
+                raise ConfigError(f"{who}.max_tokens: must be below max_model_len ({self.max_model_len})")

@@ -1,0 +1,90 @@
+"""The generation prompt pool: questions + retrieved context, near-duplicates removed.
+
+A prompt is the question with its top-k retrieved chunks rendered by a fixed template. Its id is a
+hash of that text, so teacher and student answers are joined on it, never on raw text. Near-
+duplicate prompts (MinHash LSH over character n-grams of the question) are dropped before
+generation, and the counts reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from datasketch import MinHash, MinHashLSH
+
+from fsku.gen.config import DedupConfig, PromptsConfig
+from fsku.questions import Question
+
+USER_TEMPLATE = "다음 참고 자료를 바탕으로 질문에 답하세요.\n\n[참고 자료]\n{context}\n\n[질문]\n{question}\n\n{instruction}"
+MCQ_INSTRUCTION = "보기 중 정답 번호를 고르고 \"정답: 번호\" 형식으로 답한 뒤 이유를 한 문장으로 설명하세요."
+OPEN_INSTRUCTION = "핵심 용어를 포함하여 2~3문장으로 답하세요."
+NO_CONTEXT = "(없음)"
+
+
+def prompt_id(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def render_context(hits: list[dict], budget: int) -> str:
+    parts, used = [], 0
+    for i, chunk in enumerate(hits, 1):
+        head = f"[{i}] {chunk.get('title') or chunk['source']} · {chunk.get('section') or ''}".rstrip(" ·")
+        body = chunk["text"]
+        room = budget - used - len(head) - 1
+        if room <= 0:
+            break
+        body = body[:room]
+        parts.append(f"{head}\n{body}")
+        used += len(head) + 1 + len(body)
+    return "\n\n".join(parts) or NO_CONTEXT
+
+
+def user_prompt(q: Question, hits: list[dict], cfg: PromptsConfig) -> str:
+    question = q.stem + ("\n" + "\n".join(f"{i} {o}" for i, o in enumerate(q.options, 1)) if q.is_mcq else "")
+    return USER_TEMPLATE.format(context=render_context(hits, cfg.max_context_chars), question=question,
+                                instruction=MCQ_INSTRUCTION if q.is_mcq else OPEN_INSTRUCTION)
+
+
+def _shingles(text: str, n: int) -> set[str]:
+    text = "".join(text.split())
+    return {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
+
+
+def dedup(questions: list[Question], cfg: DedupConfig) -> tuple[list[Question], list[dict]]:
+    """Drop questions whose text is a near-duplicate of an earlier one (MinHash LSH)."""
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    kept, dropped = [], []
+    for q in questions:
+        m = MinHash(num_perm=cfg.num_perm, seed=1)
+        m.update_batch([s.encode("utf-8") for s in _shingles(q.text, cfg.shingle)])
+        dupes = lsh.query(m)
+        if dupes:
+            dropped.append({"id": q.id, "duplicate_of": sorted(dupes)[0]})
+            continue
+        lsh.insert(q.id, m)
+        kept.append(q)
+    return kept, dropped
+
+
+def build_prompts(questions: list[Question], search, cfg: PromptsConfig) -> tuple[list[dict], dict]:
+    """Prompt records and counts. ``search(query, k)`` returns chunk dicts, best first."""
+    kept, dropped = dedup(questions, cfg.dedup)
+    pool = list(kept)
+    if cfg.max_prompts and len(pool) > cfg.max_prompts:
+        rng = random.Random(cfg.seed)
+        pool = sorted(rng.sample(pool, cfg.max_prompts), key=lambda q: kept.index(q))
+    records = []
+    for q in pool:
+        hits = search(q.stem, cfg.top_k) if cfg.top_k else []
+        text = user_prompt(q, hits, cfg)
+        records.append({
+            "prompt_id": prompt_id(text), "question_id": q.id,
+            "type": "mcq" if q.is_mcq else "open", "n_options": len(q.options),
+            "question": q.text, "answer": q.answer, "keywords": q.keywords,
+            "context_ids": [h["chunk_id"] for h in hits], "prompt": text,
+        })
+    counts = {"questions": len(questions), "near_duplicates_removed": len(dropped), "duplicates": dropped,
+              "after_dedup": len(kept), "prompts": len(records),
+              "mcq": sum(r["type"] == "mcq" for r in records), "open": sum(r["type"] == "open" for r in records)}
+    return records, counts

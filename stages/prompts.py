@@ -1,0 +1,30 @@
+"""Stage `prompts`: training questions + retrieved context -> data/gen/prompts.jsonl (deduplicated)."""
+
+from fsku.config import load_section
+from fsku.gen.config import PromptsConfig
+from fsku.gen.prompts import build_prompts
+from fsku.io import write_json, write_jsonl
+from fsku.questions import load_questions
+from fsku.retrieval.config import IndexConfig
+from fsku.retrieval.hybrid import Retriever
+from fsku.stage import parser, run
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--questions", default="data/raw/questions/train.csv")
+    p.add_argument("--index", default="models/index")
+    p.add_argument("--out", default="data/gen/prompts.jsonl")
+    p.add_argument("--metrics", default="metrics/prompts.json")
+    args = p.parse_args()
+    cfg = load_section(PromptsConfig, "prompts", args.params)
+    questions = load_questions(args.questions)
+    retriever = Retriever.load(args.index, load_section(IndexConfig, "index", args.params))
+    records, counts = build_prompts(questions, lambda q, k: [h.chunk for h in retriever.search(q, k)], cfg)
+    write_jsonl(args.out, records)
+    write_json(args.metrics, counts)
+    print({k: v for k, v in counts.items() if k != "duplicates"})
+
+
+if __name__ == "__main__":
+    run(main)
