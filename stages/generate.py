@@ -51,6 +51,8 @@ def main() -> None:
               f"is in {args.partial}", file=sys.stderr)
         return
     write_final(Path(args.out or f"data/gen/{args.who}.jsonl"), records)
+    for done in Path(args.partial).glob(f"{args.who}.shard*.jsonl"):  # complete: the partials have served
+        done.unlink()
     reasons = {}
     for r in records:
         reasons[r["finish_reason"]] = reasons.get(r["finish_reason"], 0) + 1
