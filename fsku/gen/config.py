@@ -38,6 +38,9 @@ class GenConfig:
     batch_size: int = field(8, ge=1, le=4096)
     bf16_autocast: bool = field(False, doc="bf16 autocast for transformers on CPU")
     max_model_len: int = field(2048, ge=64, doc="prompt + answer tokens; longer prompts are cut from the left")
+    vllm_memory_utilization: float = field(
+        0.3, gt=0.0, le=1.0, doc="share of GPU memory (CPU memory on the CPU build) vLLM reserves")
+    vllm_enforce_eager: bool = field(True, doc="skip vLLM's graph compilation (faster start on CPU)")
     teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
     shards: int = field(1, ge=1)
     shard_index: int = field(0, ge=0)
