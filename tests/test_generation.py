@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 
@@ -108,9 +109,13 @@ def test_long_prompts_are_cut_and_recorded(tmp_path, tiny_model_dir):
     assert all(r["prompt_tokens"] <= 56 for r in recs) and any(r["prompt_truncated"] for r in recs)
 
 
-def test_auto_backend_falls_back_to_transformers(tiny_model_dir):
-    backend = make_backend("auto", tiny_model_dir, GenConfig())
-    assert backend.name in ("vllm", "transformers")
+def test_auto_backend_falls_back_to_transformers(tiny_model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM
+    monkeypatch.delitem(sys.modules, "fsku.gen.vllm_backend", raising=False)
+    assert make_backend("auto", tiny_model_dir, GenConfig(max_model_len=256)).name == "transformers"
+    with pytest.raises(ValueError, match="vllm requested but it does not import"):
+        make_backend("vllm", tiny_model_dir, GenConfig(max_model_len=256))
+    assert make_backend("transformers", tiny_model_dir, GenConfig(max_model_len=256)).name == "transformers"
 
 
 def test_pairs_join_on_prompt_id_and_split_by_prompt():

@@ -70,13 +70,19 @@ class TransformersBackend:
 
 
 def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):
+    """``auto`` takes vLLM when it imports and starts, else transformers; ``vllm`` insists on it."""
     if kind in ("auto", "vllm"):
         try:
             from fsku.gen.vllm_backend import VLLMBackend
-
-            return VLLMBackend(model_dir, cfg)
         except ImportError as e:
             if kind == "vllm":
                 raise ValueError(f"gen.backend: vllm requested but it does not import ({e})") from None
             log.info("vLLM not available (%s); using transformers", e)
+        else:
+            try:
+                return VLLMBackend(model_dir, cfg)
+            except Exception as e:  # vLLM raises many types when an engine cannot start
+                if kind == "vllm":
+                    raise
+                log.warning("vLLM did not start (%s); using transformers", str(e).splitlines()[0][:300])
     return TransformersBackend(model_dir, cfg)
