@@ -188,3 +188,34 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                     for v in n.values():
                         walk(v)
             walk(node)
+
+
+@pytest.mark.parametrize("param, expected", [
+    ("gen.teacher.temperature", {"teacher_gen", "pairs"}),
+    ("gen.student.max_tokens", {"student_gen", "pairs"}),
+    ("student.keep_layers", {"student_model", "student_gen", "pairs"}),
+    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "student_gen", "pairs"}),
+    ("pairs.test_fraction", {"pairs"}),
+    ("prompts.top_k", {"prompts", "teacher_gen", "student_gen", "pairs"}),
+    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "student_gen", "pairs"}),
+    ("gen.shards", set()),  # by design: sharding does not change the final out
+])
+def test_param_reruns_exactly_its_downstream_stages(root, param, expected):
+    """The project's own dvc.yaml, read through DVC's stage graph: which stages a param change
+    reruns (the stages tracking the key, and everything downstream of them)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    repo = Repo(str(root))
+    graph = repo.index.graph  # edges point from a stage to the stages it depends on
+    hit = set()
+    for stage in repo.index.stages:
+        for dep in stage.deps:
+            if dep.__class__.__name__ != "ParamsDependency":
+                continue
+            if any(param == p or param.startswith(p + ".") for p in dep.params):
+                hit.add(stage)
+    downstream = set()
+    for stage in hit:
+        downstream |= {stage, *nx.ancestors(graph, stage)}
+    assert {s.addressing for s in downstream} == expected
