@@ -41,6 +41,8 @@ class GenConfig:
     vllm_memory_utilization: float = field(
         0.3, gt=0.0, le=1.0, doc="share of GPU memory (CPU memory on the CPU build) vLLM reserves")
     vllm_enforce_eager: bool = field(True, doc="skip vLLM's graph compilation (faster start on CPU)")
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        "float32", doc="vLLM compute dtype; auto is bfloat16 on the CPU build, which is not run-to-run exact")
     teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
     shards: int = field(1, ge=1)
     shard_index: int = field(0, ge=0)

@@ -19,7 +19,7 @@ class VLLMBackend:
 
         self.cfg = cfg
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.llm = LLM(model=str(model_dir), max_model_len=cfg.max_model_len, seed=0, dtype="auto",
+        self.llm = LLM(model=str(model_dir), max_model_len=cfg.max_model_len, seed=0, dtype=cfg.vllm_dtype,
                        gpu_memory_utilization=cfg.vllm_memory_utilization, enforce_eager=cfg.vllm_enforce_eager)
 
     def generate(self, prompts: list[str], sp: SamplingConfig, seed: int) -> list[dict]:
