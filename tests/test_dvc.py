@@ -66,7 +66,9 @@ def repo(tmp_path_factory):
         w.writerows(rows)
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, allow_unicode=True, sort_keys=False))
     first = dvc(repo, "repro", "index")
-    assert ran(first.stdout) == ["chunk", "encoder", "index"], first.stdout
+    # chunk and encoder are independent, so DVC may run them in either order.
+    stages = ran(first.stdout)
+    assert sorted(stages[:2]) == ["chunk", "encoder"] and stages[2:] == ["index"], first.stdout
     run(["git", "add", "-A"], cwd=repo)
     run(["git", "commit", "-qm", "first repro"], cwd=repo)
     return repo
