@@ -15,6 +15,7 @@ from fsku.gen.config import GenConfig
 from fsku.gen.format import format_prompt
 from fsku.gen.runner import model_fingerprint, run_generation, write_final
 from fsku.io import read_jsonl, write_json
+from fsku.models.adapter import tokenizer_source
 from fsku.stage import parser, run, seed_everything
 
 MODELS = {"teacher": "models/teacher", "student": "models/student_init"}
@@ -26,7 +27,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model dir (default: models/teacher or models/student_init)")
     p.add_argument("--prompts", default="data/gen/prompts.jsonl")
     p.add_argument("--out", default=None, help="default: data/gen/{who}.jsonl")
-    p.add_argument("--metrics", default=None, help="default: metrics/gen_{who}.json")
+    p.add_argument("--stats", default=None, help="default: data/gen/{who}.stats.json")
     p.add_argument("--partial", default="data/gen/partial")
     p.add_argument("--merge", action="store_true", help="only assemble shards already generated")
     args = p.parse_args()
@@ -39,7 +40,7 @@ def main() -> None:
     if args.merge:
         from transformers import AutoTokenizer
 
-        backend, tokenizer = None, AutoTokenizer.from_pretrained(model_dir)
+        backend, tokenizer = None, AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
     else:
         backend = make_backend(cfg.backend, model_dir, cfg)
         tokenizer = backend.tokenizer
@@ -56,8 +57,8 @@ def main() -> None:
     reasons = {}
     for r in records:
         reasons[r["finish_reason"]] = reasons.get(r["finish_reason"], 0) + 1
-    write_json(args.metrics or f"metrics/gen_{args.who}.json", {
-        **stats, "records": len(records), "finish_reasons": dict(sorted(reasons.items())),
+    write_json(args.stats or f"data/gen/{args.who}.stats.json", {
+        "stage": f"{args.who}_gen", "model": model_dir, **stats, "records": len(records), "finish_reasons": dict(sorted(reasons.items())),
         "mean_answer_tokens": round(sum(r["n_tokens"] for r in records) / len(records), 2),
         "mean_answer_chars": round(sum(len(r["text"]) for r in records) / len(records), 1),
         "prompts_truncated": sum(r["prompt_truncated"] for r in records)})

@@ -1,8 +1,16 @@
-"""Stage `pairs`: teacher and student answers -> preference pairs (data/pairs/{train,test}.jsonl)."""
+"""Stage `pairs`: teacher and student answers -> preference pairs.
+
+Writes data/pairs/{train,test}.jsonl and the same pairs as a Hugging Face DatasetDict in
+data/pairs/hf (``datasets.load_from_disk``), all replaced at once.
+"""
+
+from pathlib import Path
 
 from fsku.config import load_section
-from fsku.gen.pairs import PairsConfig, make_pairs
-from fsku.io import read_jsonl, write_json, write_jsonl
+from fsku.gen.pairs import PairsConfig, make_pairs, save_hf_dataset
+from fsku.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from fsku.questions import load_questions
+from fsku.scoring import get_scorer
 from fsku.stage import parser, run
 
 
@@ -10,13 +18,21 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--teacher", default="data/gen/teacher.jsonl")
     p.add_argument("--student", default="data/gen/student.jsonl")
+    p.add_argument("--questions", default="data/raw/questions/train.csv",
+                   help="question bank with Answer/Keyword (best_vs_worst)")
     p.add_argument("--out", default="data/pairs")
     p.add_argument("--metrics", default="metrics/pairs.json")
     args = p.parse_args()
     cfg = load_section(PairsConfig, "pairs", args.params)
-    train, test, counts = make_pairs(read_jsonl(args.teacher), read_jsonl(args.student), cfg)
-    write_jsonl(f"{args.out}/train.jsonl", train)
-    write_jsonl(f"{args.out}/test.jsonl", test)
+    questions = scorer = None
+    if cfg.strategy == "best_vs_worst":
+        questions = {q.id: q for q in load_questions(args.questions)}
+        scorer = get_scorer(cfg.scorer)
+    train, test, counts = make_pairs(read_jsonl(args.teacher), read_jsonl(args.student), cfg, questions, scorer)
+    with atomic_dir(args.out) as tmp:
+        write_jsonl(Path(tmp) / "train.jsonl", train)
+        write_jsonl(Path(tmp) / "test.jsonl", test)
+        save_hf_dataset(Path(tmp) / "hf", train, test)
     write_json(args.metrics, counts)
     print(counts)
 

@@ -4,12 +4,14 @@ import sys
 import pytest
 
 from conftest import tiny_gemma
+from fsku.config import ConfigError, from_dict
 from fsku.gen.backends import TransformersBackend, make_backend
 from fsku.gen.config import DedupConfig, GenConfig, PromptsConfig, SamplingConfig
 from fsku.gen.format import format_prompt
 from fsku.gen.pairs import PairsConfig, degenerate_reason, make_pairs
 from fsku.gen.prompts import build_prompts, dedup
 from fsku.gen.runner import model_fingerprint, run_generation
+from fsku.models.adapter import tokenizer_source
 from fsku.models.load import save_model
 from fsku.questions import Question
 
@@ -70,7 +72,7 @@ def _gen(model_dir, cfg, partial, who="teacher", sp=None, merge_only=False):
     backend = None if merge_only else TransformersBackend(model_dir, cfg)
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
     return run_generation(_prompts(5), backend, lambda u: format_prompt(tok, u), sp or SamplingConfig(max_tokens=6),
                           cfg, "tiny", model_fingerprint(model_dir), partial, who, merge_only=merge_only)
 
@@ -141,3 +143,91 @@ def test_pairs_join_on_prompt_id_and_split_by_prompt():
                                           ("정답: 2. 이유는 제5조에 따라 5회이기 때문이다.", None)])
 def test_degenerate_reason(text, reason):
     assert degenerate_reason(text, PairsConfig()) == reason
+
+
+def test_several_samples_per_prompt(tmp_path, tiny_model_dir):
+    sp = SamplingConfig(max_tokens=5, temperature=1.0, n=3, seed=1)
+    recs, _ = _gen(tiny_model_dir, GenConfig(batch_size=2, max_model_len=256), tmp_path, sp=sp)
+    for r in recs:
+        assert len(r["samples"]) == 3 and r["text"] == r["samples"][0]["text"]
+        assert all(s["finish_reason"] in ("stop", "length") and 0 < s["n_tokens"] <= 5 for s in r["samples"])
+    assert any(len({s["text"] for s in r["samples"]}) > 1 for r in recs)  # sampled, not copies
+    again, _ = _gen(tiny_model_dir, GenConfig(batch_size=2, max_model_len=256), tmp_path / "again", sp=sp)
+    assert again == recs  # seeded
+    with pytest.raises(ConfigError, match="student.n: 2 samples of a greedy"):
+        from_dict(GenConfig, {"student": {"n": 2}})
+
+
+def test_lora_adapter_student_is_merged_for_transformers(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_model_dir)
+    assert model_fingerprint(tmp_path / "adapter") != model_fingerprint(tiny_model_dir)
+    sp = SamplingConfig(max_tokens=6)
+    with_adapter, _ = _gen(tmp_path / "adapter", GenConfig(batch_size=5, max_model_len=256), tmp_path / "a", sp=sp)
+    plain, _ = _gen(tiny_model_dir, GenConfig(batch_size=5, max_model_len=256), tmp_path / "b", sp=sp)
+    assert [r["text"] for r in with_adapter] != [r["text"] for r in plain]
+
+
+def _bank():
+    return {"Q1": Question("Q1", "", "정답은?", ["가", "나", "다", "라"], answer="3"),
+            "Q2": Question("Q2", "", "설명하세요.", [], answer="접근매체는 즉시 이용 정지해야 한다.",
+                           keywords=["접근매체", "이용 정지"]),
+            "Q3": Question("Q3", "", "답이 없는 문항", ["가", "나"])}
+
+
+def test_best_vs_worst_pairs_rank_samples_by_reference():
+    from fsku.scoring import reference_score
+
+    def rec(pid, qid, texts):
+        return {"prompt_id": pid, "question_id": qid, "prompt": f"질문 {qid}", "text": texts[0],
+                "samples": [{"text": t} for t in texts]}
+
+    teacher = [rec("p1", "Q1", ["정답: 1번입니다.", "정답: 3번입니다."]),
+               rec("p2", "Q2", ["모르겠습니다 잘.", "접근매체를 분실하면 즉시 이용 정지를 신청한다."]),
+               rec("p3", "Q3", ["1번", "2번"]),
+               rec("p4", "Q1", ["정답 2", "정답 4"])]
+    student = [rec("p1", "Q1", ["정답은 3", "정답은 2"]), rec("p2", "Q2", ["반복 반복 반복 반복 " * 6, "접근매체"]),
+               rec("p3", "Q3", ["1", "1"]), rec("p4", "Q1", ["정답 1", "1"])]
+    cfg = PairsConfig(strategy="best_vs_worst", test_fraction=0.0)
+    train, test, counts = make_pairs(teacher, student, cfg, _bank(), reference_score)
+    by_id = {p["prompt_id"]: p for p in train}
+    assert set(by_id) == {"p1", "p2"} and not test
+    # ties on the best score go to the teacher, on the worst to the student
+    assert by_id["p1"]["chosen"][1]["content"] == "정답: 3번입니다." and by_id["p1"]["chosen_source"] == "teacher"
+    assert by_id["p1"]["rejected"][1]["content"] == "정답은 2" and by_id["p1"]["rejected_source"] == "student"
+    assert by_id["p2"]["chosen"][1]["content"].startswith("접근매체를 분실하면")
+    assert counts["dropped"] == {"no_reference": 1, "student_sample_repetition": 1, "tied": 1}
+    with pytest.raises(ValueError, match="needs the question bank"):
+        make_pairs(teacher, student, cfg)
+
+
+def test_pairs_stage_writes_jsonl_and_hf_dataset(tmp_path):
+    import datasets
+
+    recs = [{"prompt_id": f"p{i}", "question_id": f"Q{i}", "prompt": f"질문 {i}", "text": f"답변 {i}번입니다."}
+            for i in range(20)]
+    for who in ("teacher", "student"):
+        (tmp_path / f"{who}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    (tmp_path / "params.yaml").write_text("pairs:\n  test_fraction: 0.3\n")
+    from conftest import ROOT, run
+
+    def stage(out):
+        run([sys.executable, "-m", "stages.pairs", "--params", str(tmp_path / "params.yaml"),
+             "--teacher", str(tmp_path / "teacher.jsonl"), "--student", str(tmp_path / "student.jsonl"),
+             "--out", str(tmp_path / out), "--metrics", str(tmp_path / f"{out}.json")], cwd=ROOT)
+
+    stage("pairs")
+    ds = datasets.load_from_disk(str(tmp_path / "pairs" / "hf"))
+    train = [json.loads(x) for x in (tmp_path / "pairs" / "train.jsonl").read_text().splitlines()]
+    assert ds["train"].num_rows == len(train) and ds["train"][0]["chosen"] == train[0]["chosen"]
+    assert ds["train"].num_rows + ds["test"].num_rows == 20 and ds["test"].num_rows > 0
+    stage("again")
+    files = sorted(p.relative_to(tmp_path / "pairs") for p in (tmp_path / "pairs").rglob("*") if p.is_file())
+    assert all((tmp_path / "pairs" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)

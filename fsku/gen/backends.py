@@ -1,6 +1,7 @@
 """Generation backends. Both return, per prompt: text, generated token count, finish reason
 (``stop`` on an end-of-sequence token, ``length`` at max_tokens), prompt token count and whether
-the prompt was cut to fit the context."""
+the prompt was cut to fit the context. With ``n`` > 1 samples per prompt, those fields describe the
+first sample and ``samples`` lists all of them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from fsku.gen.config import GenConfig, SamplingConfig
+from fsku.models.adapter import find_adapter, tokenizer_source
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,18 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
         self.tokenizer.padding_side = "left"
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device).eval()
+        adapter = find_adapter(model_dir)
+        if adapter:  # merge the LoRA weights into the base: plain forward passes from then on
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(adapter.base)
+            model = PeftModel.from_pretrained(base, adapter.path).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+        self.model = model.to(device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
@@ -50,7 +60,8 @@ class TransformersBackend:
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.model.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.model.device)
         torch.manual_seed(seed)
-        kwargs = dict(max_new_tokens=sp.max_tokens, pad_token_id=pad, do_sample=sp.temperature > 0)
+        kwargs = dict(max_new_tokens=sp.max_tokens, pad_token_id=pad, do_sample=sp.temperature > 0,
+                      num_return_sequences=sp.n)
         if sp.temperature > 0:
             kwargs.update(temperature=sp.temperature, top_p=sp.top_p)
         else:
@@ -59,14 +70,23 @@ class TransformersBackend:
                                   and self.model.device.type == "cpu")
         with autocast:
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-        results = []
-        for row, n_prompt, was_cut in zip(out[:, width:].tolist(), (len(x) for x in ids), cut):
-            end = next((i for i, t in enumerate(row) if t in self.eos), None)
-            tokens = row if end is None else row[:end]
-            results.append({"text": self.tokenizer.decode(tokens, skip_special_tokens=True),
-                            "n_tokens": len(tokens) + (end is not None), "finish_reason": "length" if end is None else "stop",
-                            "prompt_tokens": n_prompt, "prompt_truncated": was_cut})
-        return results
+        rows = out[:, width:].tolist()  # n consecutive rows per prompt
+        samples = [[self._sample(r) for r in rows[i * sp.n:(i + 1) * sp.n]] for i in range(len(ids))]
+        return [with_samples(s, len(x), c) for s, x, c in zip(samples, ids, cut)]
+
+    def _sample(self, row: list[int]) -> dict:
+        end = next((i for i, t in enumerate(row) if t in self.eos), None)
+        tokens = row if end is None else row[:end]
+        return {"text": self.tokenizer.decode(tokens, skip_special_tokens=True),
+                "n_tokens": len(tokens) + (end is not None), "finish_reason": "length" if end is None else "stop"}
+
+
+def with_samples(samples: list[dict], prompt_tokens: int, truncated: bool) -> dict:
+    """One prompt's result: the first sample's fields, plus every sample when there are several."""
+    out = {**samples[0], "prompt_tokens": prompt_tokens, "prompt_truncated": truncated}
+    if len(samples) > 1:
+        out["samples"] = samples
+    return out
 
 
 def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):

@@ -30,6 +30,7 @@ class SamplingConfig:
     top_p: float = field(1.0, gt=0.0, le=1.0)
     max_tokens: int = field(64, ge=1, le=32768)
     seed: int = 0
+    n: int = field(1, ge=1, le=64, doc="answers sampled per prompt (best_vs_worst pairs); >1 needs temperature > 0")
 
 
 @dataclass
@@ -55,3 +56,6 @@ class GenConfig:
         for who in ("teacher", "student"):
             if getattr(self, who).max_tokens >= self.max_model_len:
                 raise ConfigError(f"{who}.max_tokens: must be below max_model_len ({self.max_model_len})")
+            if getattr(self, who).n > 1 and getattr(self, who).temperature == 0:
+                raise ConfigError(f"{who}.n: {getattr(self, who).n} samples of a greedy (temperature 0) "
+                                  "decode would all be the same; set a temperature")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import vllm  # noqa: F401  - an ImportError here means "no vLLM"
 
+from fsku.gen.backends import with_samples
 from fsku.gen.config import GenConfig, SamplingConfig
+from fsku.models.adapter import find_adapter, tokenizer_source
 
 
 class VLLMBackend:
@@ -18,9 +20,19 @@ class VLLMBackend:
         from vllm import LLM
 
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.llm = LLM(model=str(model_dir), max_model_len=cfg.max_model_len, seed=0, dtype=cfg.vllm_dtype,
-                       gpu_memory_utilization=cfg.vllm_memory_utilization, enforce_eager=cfg.vllm_enforce_eager)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
+        adapter = find_adapter(model_dir)
+        lora = {}
+        self.lora = None
+        if adapter:  # serve the base with the adapter applied per request
+            from vllm.lora.request import LoRARequest
+
+            rank = next(r for r in (1, 8, 16, 32, 64, 128, 256, 320, 512) if r >= adapter.rank)
+            lora = dict(enable_lora=True, max_lora_rank=rank, max_loras=1)
+            self.lora = LoRARequest("student", 1, str(Path(adapter.path).resolve()))
+        self.llm = LLM(model=adapter.base if adapter else str(model_dir), max_model_len=cfg.max_model_len, seed=0,
+                       dtype=cfg.vllm_dtype, gpu_memory_utilization=cfg.vllm_memory_utilization,
+                       enforce_eager=cfg.vllm_enforce_eager, **lora)
 
     def generate(self, prompts: list[str], sp: SamplingConfig, seed: int) -> list[dict]:
         from vllm import SamplingParams
@@ -32,9 +44,11 @@ class VLLMBackend:
             ids = self.tokenizer(p, add_special_tokens=True).input_ids
             cut.append(len(ids) > budget)
             inputs.append(TokensPrompt(prompt_token_ids=ids[-budget:]))
-        params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=seed)
-        outs = self.llm.generate(inputs, params, use_tqdm=False)
-        return [{"text": o.outputs[0].text, "n_tokens": len(o.outputs[0].token_ids),
-                 "finish_reason": "length" if o.outputs[0].finish_reason == "length" else "stop",
-                 "prompt_tokens": len(o.prompt_token_ids), "prompt_truncated": c}
+        params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=seed,
+                                n=sp.n)
+        outs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora)
+        return [with_samples([{"text": s.text, "n_tokens": len(s.token_ids),
+                               "finish_reason": "length" if s.finish_reason == "length" else "stop"}
+                              for s in sorted(o.outputs, key=lambda s: s.index)],
+                             len(o.prompt_token_ids), c)
                 for o, c in zip(outs, cut)]

@@ -1,0 +1,38 @@
+import pytest
+
+from fsku.questions import Question
+from fsku.scoring import char_ngram_cosine, extract_choice, get_scorer, keyword_score, reference_score
+
+
+@pytest.mark.parametrize("text, n, expected", [
+    ("정답: 3", 4, 3), ("정답은 (2)번입니다.", 5, 2), ("정답 7, 아니 1", 4, 1), ("보기 5가 맞고 정답은 4", 5, 4),
+    ("2024년 기준으로 3번이 맞다", 4, 3), ("정답은 제5조", 4, None), ("모르겠다", 4, None), ("10번과 12번", 9, None),
+])
+def test_extract_choice(text, n, expected):
+    assert extract_choice(text, n) == expected
+
+
+def test_keyword_score_follows_the_benchmark_rule():
+    assert keyword_score("OTP와 보안카드", []) == 1.0
+    assert keyword_score("일회용 비밀번호(OTP)를 쓴다", ["otp", "보안카드"]) == 0.5
+    assert keyword_score("분리된 망에서 내부 업무", ["내부 망 분리"]) == 1.0  # every word appears
+    assert keyword_score("망이 없다", ["내부 망 분리"]) == 0.0
+
+
+def test_reference_score():
+    mcq = Question("Q", "", "옳은 것은?", ["가", "나", "다", "라"], answer="2")
+    assert reference_score(mcq, "정답: 2") == 1.0 and reference_score(mcq, "정답: 3") == 0.0
+    open_q = Question("O", "", "설명하세요.", [], answer="접근매체 이용을 즉시 정지한다.", keywords=["접근매체"])
+    good, bad = reference_score(open_q, "접근매체의 이용을 즉시 정지한다."), reference_score(open_q, "모른다")
+    assert 0.9 < good <= 1.0 and bad < 0.1
+    assert reference_score(Question("N", "", "문항", []), "답") is None
+    assert char_ngram_cosine("가나다", "가나다") == pytest.approx(1.0) and char_ngram_cosine("", "가") == 0.0
+
+
+def test_get_scorer():
+    assert get_scorer("reference") is reference_score
+    assert get_scorer("fsku.scoring:keyword_score") is keyword_score
+    with pytest.raises(ValueError, match="unknown scorer"):
+        get_scorer("bleu")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        get_scorer("fsku.scoring:nope")
