@@ -1,0 +1,55 @@
+"""Config of the ``distill`` stage (``params.yaml`` section ``train``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fsku.config import ConfigError, field
+
+LOSSES = ("distillm2", "fkl", "rkl", "skl", "srkl", "jsd")
+
+
+@dataclass
+class LoraParams:
+    enabled: bool = field(True, doc="LoRA adapter (true) or full fine-tuning (false)")
+    r: int = field(16, ge=1, le=512)
+    alpha: int = field(32, ge=1)
+    dropout: float = field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class TrainConfig:
+    loss: Literal["distillm2", "fkl", "rkl", "skl", "srkl", "jsd"] = "distillm2"
+    beta: float = field(1.0, ge=0.0, le=2.0, doc="weight of the student-answer term: (2-beta) SKL + beta SRKL")
+    gradual_beta: bool = field(False, doc="ramp beta linearly from 0 to its value over training")
+    alpha1: float = field(0.1, ge=0.0, lt=1.0, doc="skew of SKL on teacher answers")
+    alpha2: float = field(0.1, ge=0.0, lt=1.0, doc="skew of SRKL on student answers")
+    adaptive_alpha: bool = field(False, doc="per-sequence skew from the teacher/student probability gap")
+    jsd_lambda: float = field(0.5, gt=0.0, lt=1.0, doc="jsd: the teacher's weight in the mixture")
+    loss_chunk: int = field(128, ge=1, doc="positions per chunk in the loss (memory vs speed)")
+    epochs: float = field(2.0, gt=0.0)
+    max_steps: int = field(-1, ge=-1, doc="stop after this many optimizer steps; -1 = by epochs")
+    batch_size: int = field(2, ge=1, doc="pairs per device per step")
+    grad_accum: int = field(1, ge=1)
+    learning_rate: float = field(5e-4, gt=0.0, le=1.0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = field(0.0, ge=0.0)
+    max_grad_norm: float = field(1.0, gt=0.0)
+    max_length: int = field(1024, ge=16, doc="prompt + answer tokens; longer pairs are cut at the end")
+    bf16: bool = field(False, doc="bf16 autocast (CPU or GPU)")
+    gradient_checkpointing: bool = False
+    save_steps: int = field(10, ge=1, doc="checkpoint every this many steps (resume after a kill)")
+    logging_steps: int = field(1, ge=1)
+    num_processes: int = field(1, ge=1, doc="processes for accelerate launch (DDP)")
+    seed: int = 0
+    lora: LoraParams = field(default_factory=LoraParams)
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:  # pragma: no cover - Literal already checks
+            raise ConfigError(f"loss: unknown {self.loss!r}")
+        if self.lora.enabled and not self.lora.target_modules:
+            raise ConfigError("lora.target_modules: empty; name the modules LoRA adapts")

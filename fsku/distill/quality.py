@@ -1,0 +1,46 @@
+"""How close the student is to the teacher on held-out teacher answers: token KL(teacher || student)
+over response tokens, and the perplexity of each model on those answers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fsku.distill.losses import IGNORE, label_logprobs
+
+
+@torch.no_grad()
+def answer_quality(student, teacher, examples: list[dict], tokenizer, max_length: int, chunk: int = 128) -> dict:
+    """``examples``: {"prompt": formatted prompt, "chosen": teacher answer}. Returns mean per-token
+    KL(p_teacher || q_student), student and teacher perplexity on the answers, and the token count."""
+    kl_sum = nll_s = nll_t = 0.0
+    tokens = 0
+    device = next(student.parameters()).device
+    for ex in examples:
+        prompt = tokenizer(ex["prompt"]).input_ids
+        answer = tokenizer(ex["chosen"] + (tokenizer.eos_token or ""), add_special_tokens=False).input_ids
+        ids = (prompt + answer)[:max_length]
+        n_prompt = len(prompt)
+        if len(ids) <= n_prompt:
+            continue
+        x = torch.tensor([ids], device=device)
+        targets = torch.full_like(x, IGNORE)
+        targets[0, n_prompt - 1:len(ids) - 1] = x[0, n_prompt:]
+        first = n_prompt - 1
+        keep = len(ids) - first
+        s = student(input_ids=x, use_cache=False, logits_to_keep=keep).logits.float()
+        t = teacher(input_ids=x, use_cache=False, logits_to_keep=keep).logits.float()
+        tg = targets[:, first:]
+        for a in range(0, keep, chunk):
+            ls = torch.log_softmax(s[0, a:a + chunk], -1)
+            lt = torch.log_softmax(t[0, a:a + chunk], -1)
+            m = tg[0, a:a + chunk] != IGNORE
+            kl_sum += float(((lt.exp() * (lt - ls)).sum(-1) * m).sum())
+        nll_s -= float(label_logprobs(s, tg, chunk).sum())
+        nll_t -= float(label_logprobs(t, tg, chunk).sum())
+        tokens += int((tg != IGNORE).sum())
+    if not tokens:
+        raise ValueError("no answer tokens to measure (empty test pairs, or every answer truncated away)")
+    return {"kl": round(kl_sum / tokens, 4), "student_ppl": round(math.exp(nll_s / tokens), 3),
+            "teacher_ppl": round(math.exp(nll_t / tokens), 3), "tokens": tokens}

@@ -1,0 +1,197 @@
+"""Run a distillation: pairs + teacher + initial student -> trained student (LoRA adapter or full
+model), with resumable checkpoints, a dvclive log and before/after quality figures.
+
+Checkpoints live outside the stage's outs (``data/distill_ckpt``) with a fingerprint of everything
+that determines the result; a rerun after a kill resumes from the newest matching checkpoint (model,
+optimizer, scheduler, RNG and data position restored), so its out equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from fsku.distill.config import TrainConfig
+from fsku.distill.quality import answer_quality
+from fsku.gen.format import format_prompt
+from fsku.io import atomic_dir, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+# log_history keys about the trainer session (timings, and a loss averaged over the steps since the
+# last resume), not the run: left out of the dvclive log so a resumed run logs what an uninterrupted one does
+SESSION_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+
+
+def load_examples(pairs_file: Path, tokenizer) -> list[dict]:
+    """Pairs as TRL's plain-text preference format, the prompt formatted as at generation time
+    (without the teacher-only system prompt: the student never sees it)."""
+    rows = read_jsonl(pairs_file)
+    out = []
+    for r in rows:
+        user = r["chosen"][0]["content"]
+        out.append({"prompt_id": r["prompt_id"], "prompt": format_prompt(tokenizer, user),
+                    "chosen": r["chosen"][-1]["content"], "rejected": r["rejected"][-1]["content"]})
+    return out
+
+
+def check_examples(examples: list[dict], tokenizer, max_length: int, what: str) -> None:
+    """Stop before training on data that cannot teach anything."""
+    if len(examples) < 2:
+        raise ValueError(f"{what}: {len(examples)} pair(s); distillation needs at least 2 "
+                         "(check metrics/pairs.json for why pairs were dropped)")
+    too_long = [e["prompt_id"] for e in examples if len(tokenizer(e["prompt"]).input_ids) >= max_length - 1]
+    if too_long:
+        raise ValueError(f"{what}: {len(too_long)} pair(s) leave no answer tokens within train.max_length "
+                         f"{max_length} (prompt_id {', '.join(too_long[:5])}); raise train.max_length or "
+                         "shorten prompts (prompts.max_context_chars)")
+
+
+def fingerprint(cfg: TrainConfig, files: list[Path], models: list[str]) -> str:
+    from fsku.gen.runner import model_fingerprint
+
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for f in files:
+        h.update(f.read_bytes())
+    for m in models:
+        h.update(model_fingerprint(m).encode())
+    return h.hexdigest()[:16]
+
+
+def last_checkpoint(ckpt_dir: Path, fp: str, manage: bool = True) -> str | None:
+    """The newest complete checkpoint of this exact run. The managing process (rank 0) removes the
+    checkpoints of any other run and marks the folder with this run's fingerprint; other ranks only
+    read, and reach the same answer."""
+    marker = ckpt_dir / "fingerprint"
+    matches = marker.exists() and marker.read_text() == fp
+    if not manage:
+        if not matches:
+            return None
+    else:
+        if ckpt_dir.exists() and not matches:
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fp)
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def write_dvclive(log_dir: Path, history: list[dict]) -> None:
+    """The training curves as dvclive files (plots/metrics/*.tsv + metrics.json), rebuilt from the
+    trainer's log history so a resumed run writes exactly what an uninterrupted one does."""
+    from dvclive import Live
+
+    with atomic_dir(log_dir) as tmp:
+        live = Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None, report=None)
+        for entry in history:
+            if "step" not in entry:
+                continue
+            live.step = entry["step"]
+            prefix = "eval/" if any(k.startswith("eval_") for k in entry) else "train/"
+            for key, value in sorted(entry.items()):
+                if key in SESSION_KEYS or key in ("step", "epoch") or not isinstance(value, (int, float)):
+                    continue
+                live.log_metric(prefix + key.removeprefix("eval_"), round(float(value), 6))
+        live.make_summary()
+        live.end()
+
+
+def normalise_adapter_config(path: Path) -> None:
+    """PEFT keeps target_modules as a set, so its saved order follows the hash seed: sort it, so the
+    out is byte-identical across runs."""
+    if not path.exists():
+        return
+    cfg = json.loads(path.read_text())
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir: str, out_dir: Path,
+                ckpt_dir: Path, log_dir: Path, metrics_file: Path) -> dict:
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig
+
+    from fsku.distill.trainer import DistillTrainer
+    from fsku.models.compat import check_and_align
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
+    train = load_examples(pairs_dir / "train.jsonl", tokenizer)
+    test = load_examples(pairs_dir / "test.jsonl", tokenizer)
+    check_examples(train, tokenizer, cfg.max_length, f"{pairs_dir / 'train.jsonl'}")
+    if not test:
+        raise ValueError(f"{pairs_dir / 'test.jsonl'}: no test pairs to measure the student on; "
+                         "raise pairs.test_fraction")
+    dtype = torch.bfloat16 if cfg.bf16 and torch.cuda.is_available() else torch.float32
+    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval()
+    log.info(check_and_align(teacher_tok, tokenizer, teacher, student))
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    fp = fingerprint(cfg, [pairs_dir / "train.jsonl"], [teacher_dir, student_dir])
+    resume = last_checkpoint(ckpt_dir, fp, manage=int(os.environ.get("RANK", "0")) == 0)
+    before = answer_quality(student.eval(), teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk)
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    cols = ("prompt", "chosen", "rejected")
+    train_ds = datasets.Dataset.from_list([{k: e[k] for k in cols} for e in train])
+    args = DPOConfig(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps,
+        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=cfg.gradient_checkpointing, max_length=cfg.max_length,
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
+    )
+    peft_config = None
+    if cfg.lora.enabled:
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    trainer = DistillTrainer(model=student, ref_model=teacher, args=args, train_dataset=train_ds,
+                             processing_class=tokenizer, peft_config=peft_config, distill=cfg)
+    if resume:
+        log.info("resuming from %s", resume)
+        trainer.load_distill_state()
+    trainer.train(resume_from_checkpoint=resume)
+
+    summary = {}
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model).eval()
+        after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk)
+        with atomic_dir(out_dir) as tmp:
+            if cfg.lora.enabled:
+                model.peft_config["default"].base_model_name_or_path = student_dir
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            normalise_adapter_config(Path(tmp) / "adapter_config.json")
+        history = [e for e in trainer.state.log_history]
+        write_dvclive(log_dir, history)
+        losses = [e["loss"] for e in history if "loss" in e]
+        summary = {
+            "loss": cfg.loss, "beta": cfg.beta, "steps": trainer.state.global_step, "train_pairs": len(train),
+            "test_pairs": len(test), "lora": cfg.lora.enabled, "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
+            "train_loss_first": round(losses[0], 4) if losses else None,
+            "train_loss_last": round(losses[-1], 4) if losses else None,
+            "kl_before": before["kl"], "kl_after": after["kl"],
+            "kl_drop": round(1 - after["kl"] / before["kl"], 4) if before["kl"] else None,
+            "ppl_before": before["student_ppl"], "ppl_after": after["student_ppl"],
+            "teacher_ppl": before["teacher_ppl"], "test_answer_tokens": before["tokens"],
+        }
+        write_json(metrics_file, summary)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the out is written
+    return summary

@@ -1,0 +1,91 @@
+"""The DistiLLM-2 trainer: TRL's DPOTrainer with the teacher as its frozen reference model and one
+method, ``compute_loss``, replaced by the chunked contrastive distillation loss.
+
+TRL supplies what a preference trainer needs: tokenising prompt/chosen/rejected, the collator that
+stacks chosen rows over rejected rows with a completion mask, PEFT wrapping, preparing the reference
+model for DDP/DeepSpeed/FSDP, checkpoints and logging. Only the loss differs: instead of DPO's
+log-ratio of label probabilities, the student's full next-token distributions are pulled toward the
+teacher's on teacher answers (skew KL) and pushed away from the student's own on student answers
+(skew reverse KL).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from trl import DPOTrainer
+
+from fsku.distill.config import TrainConfig
+from fsku.distill.losses import IGNORE, adaptive_pair_alphas, distill_loss
+from fsku.io import write_json
+
+STATE_FILE = "distill_state.json"
+
+
+def response_targets(input_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """(first position whose logits are needed, targets [N, L - first]): targets[n, i] is the token
+    that position ``first + i`` predicts when it is a response token, else IGNORE. Logits are only
+    needed from one position before the earliest response token on."""
+    n, length = input_ids.shape
+    starts = completion_mask.float().argmax(1)
+    first = max(int(starts.min()) - 1, 0)
+    nxt = input_ids[:, first + 1:].masked_fill(completion_mask[:, first + 1:] == 0, IGNORE)
+    pad = torch.full((n, 1), IGNORE, dtype=nxt.dtype, device=nxt.device)
+    return first, torch.cat([nxt, pad], dim=1)
+
+
+class DistillTrainer(DPOTrainer):
+    """DPOTrainer whose loss is DistiLLM-2's (or a baseline divergence), chosen = teacher answers."""
+
+    def __init__(self, *args, distill: TrainConfig, **kwargs):
+        self.distill = distill
+        self.anchors: dict[str, float] | None = None  # adaptive alpha: the gaps early in training
+        super().__init__(*args, **kwargs)
+
+    def current_beta(self) -> float:
+        if not self.distill.gradual_beta or not self.state.max_steps:
+            return self.distill.beta
+        return self.distill.beta * min(1.0, self.state.global_step / self.state.max_steps)
+
+    def _alphas(self, student_logits, teacher_logits, targets, n_pairs):
+        cfg = self.distill
+        if not cfg.adaptive_alpha:
+            return cfg.alpha1, cfg.alpha2
+        first = self.anchors is None
+        a1, a2, self.anchors = adaptive_pair_alphas(
+            student_logits, teacher_logits, targets, n_pairs, cfg.alpha1, cfg.alpha2, self.anchors,
+            reduce=lambda t: self.accelerator.reduce(t, "mean"), chunk=cfg.loss_chunk)
+        if first and self.accelerator.is_main_process:  # before any checkpoint: a resume always finds it
+            write_json(Path(self.args.output_dir) / STATE_FILE, {"anchors": self.anchors})
+        return a1, a2
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ids, attn, comp = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+        n_pairs = ids.shape[0] // 2
+        first, targets = response_targets(ids, comp)
+        keep = ids.shape[1] - first
+        student = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
+        with torch.no_grad():
+            teacher = self.ref_model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
+        if teacher.shape[-1] != student.shape[-1]:
+            raise ValueError(f"teacher vocabulary {teacher.shape[-1]} != student vocabulary {student.shape[-1]}")
+        alpha1, alpha2 = self._alphas(student, teacher, targets, n_pairs)
+        cfg = self.distill
+        out = distill_loss(student, teacher, targets, n_pairs, loss=cfg.loss, beta=self.current_beta(),
+                           alpha1=alpha1, alpha2=alpha2, jsd_lambda=cfg.jsd_lambda, chunk=cfg.loss_chunk)
+        mode = "train" if model.training else "eval"
+        values = torch.stack([out.chosen_term, out.rejected_term, out.kl_chosen, out.kl_rejected,
+                              out.alpha1, out.alpha2]).float()
+        values = self.accelerator.gather_for_metrics(values[None]).mean(0)
+        for key, v in zip(("loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected", "alpha1", "alpha2"), values):
+            self._metrics[mode][key].append(float(v))
+        self._metrics[mode]["beta"].append(self.current_beta())
+        return (out.loss, {"logits": student}) if return_outputs else out.loss
+
+    def load_distill_state(self) -> None:
+        """The adaptive-alpha anchors of the run being resumed (set on its first batch)."""
+        f = Path(self.args.output_dir) / STATE_FILE
+        if f.exists():
+            self.anchors = json.loads(f.read_text())["anchors"]
