@@ -174,6 +174,7 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
     from fsku.gen.config import GenConfig, PromptsConfig
+    from fsku.distill.config import TrainConfig
     from fsku.gen.pairs import PairsConfig
 
     # keys a stage reads but by design does not track: sharding never changes the final out, and
@@ -184,7 +185,8 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                                   "index": ("index", IndexConfig), "teacher_model": ("teacher", TeacherConfig),
                                   "student_model": ("student", StudentConfig),
                                   "prompts": ("prompts", PromptsConfig), "teacher_gen": ("gen", GenConfig),
-                                  "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig)}.items():
+                                  "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig),
+                                  "distill": ("train", TrainConfig)}.items():
         tracked = stages[stage]["params"]
         for leaf in _leaves(cls, section):
             if any(leaf == u or leaf.startswith(u) for u in untracked.get(stage, ())):
@@ -204,14 +206,16 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
 
 
 @pytest.mark.parametrize("param, expected", [
-    ("gen.teacher.temperature", {"teacher_gen", "gen_report", "pairs"}),
-    ("gen.student.max_tokens", {"student_gen", "gen_report", "pairs"}),
-    ("student.keep_layers", {"student_model", "student_gen", "gen_report", "pairs"}),
-    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "student_gen", "gen_report", "pairs"}),
-    ("pairs.test_fraction", {"pairs"}),
-    ("pairs.strategy", {"pairs"}),
-    ("prompts.top_k", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs"}),
-    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs"}),
+    ("gen.teacher.temperature", {"teacher_gen", "gen_report", "pairs", "distill", "merge"}),
+    ("gen.student.max_tokens", {"student_gen", "gen_report", "pairs", "distill", "merge"}),
+    ("student.keep_layers", {"student_model", "student_gen", "gen_report", "pairs", "distill", "merge"}),
+    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge"}),
+    ("pairs.test_fraction", {"pairs", "distill", "merge"}),
+    ("pairs.strategy", {"pairs", "distill", "merge"}),
+    ("train.beta", {"distill", "merge"}),
+    ("train.lora.r", {"distill", "merge"}),
+    ("prompts.top_k", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge"}),
+    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge"}),
     ("gen.shards", set()),  # by design: sharding does not change the final out
 ])
 def test_param_reruns_exactly_its_downstream_stages(root, param, expected):

@@ -39,7 +39,7 @@ class TrainConfig:
     warmup_ratio: float = field(0.1, ge=0.0, lt=1.0)
     weight_decay: float = field(0.0, ge=0.0)
     max_grad_norm: float = field(1.0, gt=0.0)
-    max_length: int = field(1024, ge=16, doc="prompt + answer tokens; longer pairs are cut at the end")
+    max_length: int = field(2048, ge=16, doc="prompt + answer tokens; longer pairs are cut at the end")
     bf16: bool = field(False, doc="bf16 autocast (CPU or GPU)")
     gradient_checkpointing: bool = False
     save_steps: int = field(10, ge=1, doc="checkpoint every this many steps (resume after a kill)")
