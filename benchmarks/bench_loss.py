@@ -30,7 +30,7 @@ def child(variant: str, vocab: int, seq: int, batch: int, repeat: int, device: s
     from fsku.distill.losses import IGNORE, dense_distill_loss, distill_loss
 
     torch.manual_seed(0)
-    n = 2 * batch  # batch pairs: chosen rows then rejected rows
+    n = batch  # sequences: the first half chosen rows, the second half rejected rows
     student = torch.randn(n, seq, vocab, device=device) * 2
     teacher = torch.randn(n, seq, vocab, device=device) * 2
     targets = torch.randint(0, vocab, (n, seq), device=device)
@@ -47,9 +47,9 @@ def child(variant: str, vocab: int, seq: int, batch: int, repeat: int, device: s
         student.grad = None
         t = time.perf_counter()
         if variant == "chunked":
-            loss = distill_loss(student, teacher, targets, batch).loss
+            loss = distill_loss(student, teacher, targets, batch // 2).loss
         else:
-            loss = dense_distill_loss(student, teacher, targets, batch)
+            loss = dense_distill_loss(student, teacher, targets, batch // 2)
         loss.backward()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -64,7 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--vocab", type=int, default=262144)
     p.add_argument("--seq", type=int, default=512)
-    p.add_argument("--batch", type=int, default=2, help="pairs (each a chosen and a rejected row)")
+    p.add_argument("--batch", type=int, default=2, help="sequences, an even number (half chosen, half rejected)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--child", default=None)
@@ -73,7 +73,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.vocab, args.seq, args.batch, args.repeat, args.device)))
         return
     print(f"machine: {machine()}")
-    print(f"vocab {args.vocab}, seq {args.seq}, {args.batch} pairs ({2 * args.batch} rows), fp32 logits, "
+    print(f"vocab {args.vocab}, seq {args.seq}, batch {args.batch} sequences ({args.batch // 2} pair(s)), fp32 logits, "
           f"forward + backward, best of {args.repeat}, device {args.device}")
     res = {}
     for variant in ("dense", "chunked"):

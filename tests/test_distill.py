@@ -3,6 +3,7 @@ training to the end, resume after a real kill, DDP over gloo, merge, and errors 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def work(tmp_path_factory, gemma_tokenizer):
 
 def params(d, name, **train):
     base = {"max_steps": 6, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05, "warmup_ratio": 0.0,
-            "adaptive_alpha": True, "lora": {"r": 4, "alpha": 8}}
+            "adaptive_alpha": True, "warm_start_steps": 2, "lora": {"r": 4, "alpha": 8}}
     (d / f"{name}.yaml").write_text(yaml.safe_dump({"train": {**base, **train}}))
     return d / f"{name}.yaml"
 
@@ -78,6 +79,8 @@ def test_trains_to_the_end_and_logs(trained):
         assert rows[0] == f"step\t{key}" and len(rows) == 7, key
     alphas = [float(r.split("\t")[1]) for r in (curves / "alpha1.tsv").read_text().splitlines()[1:]]
     assert all(0.01 - 1e-6 <= a <= 0.1 + 1e-6 for a in alphas)  # adaptive: within [0.01, base]
+    warm = [float(r.split("\t")[1]) for r in (curves / "warm_start.tsv").read_text().splitlines()[1:]]
+    assert warm == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # the first 2 steps on the warm-start loss
     assert not (trained / "ckpt").exists()  # checkpoints are cleared once the out is written
 
 
@@ -163,3 +166,57 @@ def test_bad_input_stops_before_training(work, tmp_path, change, message):
         proc = run([sys.executable, *cmd], cwd=ROOT, check=False)
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
     assert not (d / "bad" / "ckpt").exists() or not any((d / "bad" / "ckpt").glob("checkpoint-*"))
+
+
+def test_dvc_exp_run_beta_reruns_distill_and_merge(work, tmp_path):
+    """`dvc exp run -S train.beta=0.2` in a real git + DVC repo holding the project's distill and merge
+    stages: both rerun, and `dvc metrics diff` shows the distill metrics change."""
+    import shutil
+
+    from conftest import copy_code
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def dvc(*args):
+        return run([sys.executable, "-m", "dvc", *args], cwd=repo)
+
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"]):
+        run(cmd, cwd=repo)
+    dvc("init", "-q")
+    dvc("config", "core.analytics", "false")
+    copy_code(repo)
+    project = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stages = {k: project["stages"][k] for k in ("distill", "merge")}
+    plots = [p for p in project["plots"] if next(iter(p)).startswith("distill")]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False))
+    shutil.copytree(work / "pairs", repo / "data" / "pairs")
+    shutil.copytree(work / "teacher", repo / "models" / "teacher")
+    shutil.copytree(work / "student", repo / "models" / "student_init")
+    train = yaml.safe_load(params(work, "exp").read_text())["train"]
+    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {**train, "max_steps": 2, "adaptive_alpha": False}}))
+    dvc("add", "-q", "data/pairs", "models/teacher", "models/student_init")
+    first = dvc("repro")
+    assert re.findall(r"Running stage '([^']+)'", first.stdout) == ["distill", "merge"]
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "commit", "-qm", "baseline"], cwd=repo)
+    assert re.findall(r"Running stage", dvc("repro").stdout) == []
+
+    exp = dvc("exp", "run", "-S", "train.beta=0.2")
+    assert re.findall(r"Running stage '([^']+)'", exp.stdout) == ["distill", "merge"]
+    diff = json.loads(dvc("metrics", "diff", "--json").stdout)
+    changed = diff["metrics/distill.json"]
+    assert changed["beta"]["old"] == 1.0 and changed["beta"]["new"] == 0.2
+    assert "train_loss_last" in changed
+    shown = dvc("exp", "show", "--json").stdout
+    assert "train.beta" in shown or '"beta": 0.2' in shown
+
+
+def test_shipped_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {n: str(load_config_from_file(str(ROOT / f"configs/accelerate/{n}.yaml")).distributed_type)
+             for n in ("ddp", "deepspeed_zero2", "fsdp")}
+    assert kinds == {"ddp": "DistributedType.MULTI_GPU", "deepspeed_zero2": "DistributedType.DEEPSPEED",
+                     "fsdp": "DistributedType.FSDP"}

@@ -28,6 +28,8 @@ class TrainConfig:
     alpha1: float = field(0.1, ge=0.0, lt=1.0, doc="skew of SKL on teacher answers")
     alpha2: float = field(0.1, ge=0.0, lt=1.0, doc="skew of SRKL on student answers")
     adaptive_alpha: bool = field(False, doc="per-sequence skew from the teacher/student probability gap")
+    warm_start_steps: int = field(0, ge=0, doc="first steps trained with warm_start_loss (a far-off student)")
+    warm_start_loss: Literal["fkl", "rkl", "skl", "srkl", "jsd"] = "fkl"
     jsd_lambda: float = field(0.5, gt=0.0, lt=1.0, doc="jsd: the teacher's weight in the mixture")
     loss_chunk: int = field(128, ge=1, doc="positions per chunk in the loss (memory vs speed)")
     epochs: float = field(2.0, gt=0.0)

@@ -73,7 +73,9 @@ class DistillTrainer(DPOTrainer):
             raise ValueError(f"teacher vocabulary {teacher.shape[-1]} != student vocabulary {student.shape[-1]}")
         alpha1, alpha2 = self._alphas(student, teacher, targets, n_pairs)
         cfg = self.distill
-        out = distill_loss(student, teacher, targets, n_pairs, loss=cfg.loss, beta=self.current_beta(),
+        warm = model.training and self.state.global_step < cfg.warm_start_steps
+        out = distill_loss(student, teacher, targets, n_pairs, loss=cfg.warm_start_loss if warm else cfg.loss,
+                           beta=self.current_beta(),
                            alpha1=alpha1, alpha2=alpha2, jsd_lambda=cfg.jsd_lambda, chunk=cfg.loss_chunk)
         mode = "train" if model.training else "eval"
         values = torch.stack([out.chosen_term, out.rejected_term, out.kl_chosen, out.kl_rejected,
@@ -82,6 +84,7 @@ class DistillTrainer(DPOTrainer):
         for key, v in zip(("loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected", "alpha1", "alpha2"), values):
             self._metrics[mode][key].append(float(v))
         self._metrics[mode]["beta"].append(self.current_beta())
+        self._metrics[mode]["warm_start"].append(float(warm))
         return (out.loss, {"logits": student}) if return_outputs else out.loss
 
     def load_distill_state(self) -> None:
