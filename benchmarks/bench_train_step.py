@@ -150,6 +150,9 @@ def child(variant: str, args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.student)
     teacher_tok = AutoTokenizer.from_pretrained(args.teacher)
     examples = load_examples(Path(args.pairs), tokenizer)
+    if args.prompt_chars:  # keep the end of each prompt (the question), drop leading context
+        for e in examples:
+            e["prompt"] = e["prompt"][-args.prompt_chars:]
     check_examples(examples, tokenizer, cfg.max_length, args.pairs)
     dtype = torch.bfloat16 if cfg.bf16 and cuda else torch.float32
     student = AutoModelForCausalLM.from_pretrained(args.student, dtype=dtype)
@@ -244,6 +247,9 @@ def main() -> None:
     p.add_argument("--student", default=str(ROOT / "models/student_init"))
     p.add_argument("--pairs", default=str(ROOT / "data/pairs/train.jsonl"))
     p.add_argument("--max-length", type=int, default=None, help="override TrainConfig().max_length")
+    p.add_argument("--prompt-chars", type=int, default=None,
+                   help="keep only the last N characters of each prompt (shorter sequences, for machines "
+                        "where the baseline's full-sequence logits do not fit)")
     p.add_argument("--child", default=None, choices=VARIANTS)
     args = p.parse_args()
     if args.child:
@@ -255,13 +261,16 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"teacher {args.teacher}, student {args.student}, pairs {args.pairs}")
-    print(f"{args.batch} pairs per step, {args.warmup} warm-up + {args.steps} timed steps, each variant in a fresh process")
+    print(f"{args.batch} pairs per step, {args.warmup} warm-up + {args.steps} timed steps, each variant in a fresh process"
+          + (f", prompts cut to their last {args.prompt_chars} characters" if args.prompt_chars else ""))
     res = {}
     for variant in VARIANTS:
         cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--batch", str(args.batch), "--teacher", args.teacher, "--student", args.student, "--pairs", args.pairs]
         if args.max_length:
             cmd += ["--max-length", str(args.max_length)]
+        if args.prompt_chars:
+            cmd += ["--prompt-chars", str(args.prompt_chars)]
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT)]
         if out.returncode or not lines:
