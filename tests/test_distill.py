@@ -69,6 +69,8 @@ def test_trains_to_the_end_and_logs(trained):
     m = json.loads((trained / "distill.json").read_text())
     assert m["steps"] == 6 and m["train_pairs"] == 6 and m["test_pairs"] == 2 and m["resumed_from_step"] == 0
     assert m["kl_after"] < m["kl_before"] and m["ppl_after"] < m["ppl_before"]
+    assert set(m["last_step"]) == {"loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected", "alpha1", "alpha2",
+                                   "learning_rate"}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(files(trained / "model"))
     cfg = json.loads((trained / "model" / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and cfg["base_model_name_or_path"].endswith("student")
@@ -77,10 +79,10 @@ def test_trains_to_the_end_and_logs(trained):
                 "learning_rate"):
         rows = (curves / f"{key}.tsv").read_text().splitlines()
         assert rows[0] == f"step\t{key}" and len(rows) == 7, key
-    alphas = [float(r.split("\t")[1]) for r in (curves / "alpha1.tsv").read_text().splitlines()[1:]]
-    assert all(0.01 - 1e-6 <= a <= 0.1 + 1e-6 for a in alphas)  # adaptive: within [0.01, base]
     warm = [float(r.split("\t")[1]) for r in (curves / "warm_start.tsv").read_text().splitlines()[1:]]
-    assert warm == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # the first 2 steps on the warm-start loss
+    assert warm == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # the first 2 steps on the warm-start loss (fkl: no skew)
+    alphas = [float(r.split("\t")[1]) for r in (curves / "alpha1.tsv").read_text().splitlines()[1:]]
+    assert alphas[:2] == [0.0, 0.0] and all(0.01 - 1e-6 <= a <= 0.1 + 1e-6 for a in alphas[2:])  # adaptive
     assert not (trained / "ckpt").exists()  # checkpoints are cleared once the out is written
 
 
@@ -194,8 +196,11 @@ def test_dvc_exp_run_beta_reruns_distill_and_merge(work, tmp_path):
     shutil.copytree(work / "pairs", repo / "data" / "pairs")
     shutil.copytree(work / "teacher", repo / "models" / "teacher")
     shutil.copytree(work / "student", repo / "models" / "student_init")
-    train = yaml.safe_load(params(work, "exp").read_text())["train"]
-    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {**train, "max_steps": 2, "adaptive_alpha": False}}))
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]  # the project's whole section
+    tiny = yaml.safe_load(params(work, "exp").read_text())["train"]
+    train.update({**tiny, "max_steps": 2, "adaptive_alpha": False, "warm_start_steps": 0,
+                  "lora": {**train["lora"], **tiny["lora"]}})
+    (repo / "params.yaml").write_text(yaml.safe_dump({"train": train}))
     dvc("add", "-q", "data/pairs", "models/teacher", "models/student_init")
     first = dvc("repro")
     assert re.findall(r"Running stage '([^']+)'", first.stdout) == ["distill", "merge"]

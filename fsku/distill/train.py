@@ -84,23 +84,31 @@ def last_checkpoint(ckpt_dir: Path, fp: str, manage: bool = True) -> str | None:
 
 
 def write_dvclive(log_dir: Path, history: list[dict]) -> None:
-    """The training curves as dvclive files (plots/metrics/*.tsv + metrics.json), rebuilt from the
-    trainer's log history so a resumed run writes exactly what an uninterrupted one does."""
-    from dvclive import Live
-
-    with atomic_dir(log_dir) as tmp:
-        live = Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None, report=None)
-        for entry in history:
-            if "step" not in entry:
+    """The training curves in dvclive's layout (``plots/metrics/<train|eval>/<name>.tsv`` with
+    ``step<TAB>name`` rows, and ``metrics.json`` with the last values), rebuilt from the trainer's log
+    history so a resumed run writes exactly what an uninterrupted one does. Written directly rather
+    than through ``dvclive.Live``, which ties itself to the repository's git and DVC state: it fails
+    in a repository without commits and, under ``dvc exp run``, tracks its folder itself, which
+    clashes with the stage's declared outs."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for entry in history:
+        if "step" not in entry:
+            continue
+        prefix = "eval" if any(k.startswith("eval_") for k in entry) else "train"
+        for key, value in entry.items():
+            if key in SESSION_KEYS or key in ("step", "epoch") or not isinstance(value, (int, float)):
                 continue
-            live.step = entry["step"]
-            prefix = "eval/" if any(k.startswith("eval_") for k in entry) else "train/"
-            for key, value in sorted(entry.items()):
-                if key in SESSION_KEYS or key in ("step", "epoch") or not isinstance(value, (int, float)):
-                    continue
-                live.log_metric(prefix + key.removeprefix("eval_"), round(float(value), 6))
-        live.make_summary()
-        live.end()
+            curves.setdefault(f"{prefix}/{key.removeprefix('eval_')}", []).append((entry["step"], value))
+    summary: dict = {}
+    with atomic_dir(log_dir) as tmp:
+        for name, rows in sorted(curves.items()):
+            prefix, key = name.split("/")
+            path = Path(tmp) / "plots" / "metrics" / prefix / f"{key}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"step\t{key}\n" + "".join(f"{step}\t{round(float(v), 6)}\n" for step, v in rows))
+            summary.setdefault(prefix, {})[key] = round(float(rows[-1][1]), 6)
+        summary["step"] = max((e["step"] for e in history if "step" in e), default=0)
+        write_json(Path(tmp) / "metrics.json", summary)
 
 
 def normalise_adapter_config(path: Path) -> None:
@@ -182,6 +190,9 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         history = [e for e in trainer.state.log_history]
         write_dvclive(log_dir, history)
         losses = [e["loss"] for e in history if "loss" in e]
+        last = next((e for e in reversed(history) if "loss" in e), {})
+        final = {k: round(float(last[k]), 4) for k in ("loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected",
+                                                       "alpha1", "alpha2", "learning_rate") if k in last}
         summary = {
             "loss": cfg.loss, "beta": cfg.beta, "steps": trainer.state.global_step, "train_pairs": len(train),
             "test_pairs": len(test), "lora": cfg.lora.enabled, "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
@@ -191,6 +202,7 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
             "kl_drop": round(1 - after["kl"] / before["kl"], 4) if before["kl"] else None,
             "ppl_before": before["student_ppl"], "ppl_after": after["student_ppl"],
             "teacher_ppl": before["teacher_ppl"], "test_answer_tokens": before["tokens"],
+            "last_step": final,
         }
         write_json(metrics_file, summary)
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the out is written

@@ -44,6 +44,23 @@ class DistillTrainer(DPOTrainer):
         self.anchors: dict[str, float] | None = None  # adaptive alpha: the gaps early in training
         super().__init__(*args, **kwargs)
 
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """TRL's tokenisation of plain-text pairs (EOS appended, the completion starting where prompt
+        and prompt+answer tokens diverge), without ``datasets.map``: map fingerprints its arguments by
+        pickling them, and hashing a 262k-token tokenizer took about 15 s per run."""
+        import datasets
+
+        eos = processing_class.eos_token or ""
+        rows = []
+        for ex in dataset:
+            prompt_ids = processing_class(ex["prompt"]).input_ids
+            full = {k: processing_class(ex["prompt"] + (ex[k] if ex[k].endswith(eos) else ex[k] + eos)).input_ids
+                    for k in ("chosen", "rejected")}
+            n = min(_common_prefix(prompt_ids, full["chosen"]), _common_prefix(prompt_ids, full["rejected"]))
+            rows.append({"prompt_ids": prompt_ids[:n], "chosen_ids": full["chosen"][n:],
+                         "rejected_ids": full["rejected"][n:]})
+        return datasets.Dataset.from_list(rows)
+
     def current_beta(self) -> float:
         if not self.distill.gradual_beta or not self.state.max_steps:
             return self.distill.beta
@@ -92,3 +109,12 @@ class DistillTrainer(DPOTrainer):
         f = Path(self.args.output_dir) / STATE_FILE
         if f.exists():
             self.anchors = json.loads(f.read_text())["anchors"]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
