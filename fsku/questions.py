@@ -26,6 +26,7 @@ class Question:
     options: list[str] = field(default_factory=list)
     answer: str = ""
     keywords: list[str] = field(default_factory=list)
+    domain: str = ""
 
     @property
     def is_mcq(self) -> bool:
@@ -98,7 +99,8 @@ def load_questions(path: str | Path, max_chars: int = 20_000) -> list[Question]:
         if len(options) > MAX_OPTIONS:  # pragma: no cover - OPTION_RE allows 1..9 only
             raise ValueError(f"{path}: row {lineno}: more than {MAX_OPTIONS} options")
         keywords = [k.strip() for k in row.get("Keyword", "").split(",") if k.strip()]
-        out.append(Question(qid, text, stem, options, row.get("Answer", "").strip(), keywords))
+        out.append(Question(qid, text, stem, options, row.get("Answer", "").strip(), keywords,
+                            row.get("Domain", "").strip()))
     if not out:
         raise ValueError(f"{path}: no questions")
     return out

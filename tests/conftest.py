@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on the 2 cores: one thread each (subprocesses inherit it),
+    # so the workers do not fight over the cores
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 SHARED = ROOT.parent / "shared"
 
@@ -88,13 +95,13 @@ def gemma_tokenizer():
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0, head_dim: int = 16):
+def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0, head_dim: int = 16, hidden: int = 32):
     """A random-init Gemma 3 text model from a real (shrunk) config: real code paths, tiny weights."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
-    cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+    cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim, sliding_window=8,
                            layer_types=["sliding_attention" if (i + 1) % 3 else "full_attention"
                                         for i in range(layers)], max_position_embeddings=512)

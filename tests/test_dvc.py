@@ -176,6 +176,8 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
     from fsku.gen.config import GenConfig, PromptsConfig
     from fsku.distill.config import TrainConfig
     from fsku.gen.pairs import PairsConfig
+    from fsku.predict.config import EvalConfig, PredictConfig
+    from fsku.quantize import QuantConfig
 
     # keys a stage reads but by design does not track: sharding never changes the final out, and
     # each generation stage ignores the other model's sampling
@@ -186,7 +188,8 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                                   "student_model": ("student", StudentConfig),
                                   "prompts": ("prompts", PromptsConfig), "teacher_gen": ("gen", GenConfig),
                                   "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig),
-                                  "distill": ("train", TrainConfig)}.items():
+                                  "distill": ("train", TrainConfig), "quantize": ("quant", QuantConfig),
+                                  "evaluate": ("eval", EvalConfig), "predict": ("predict", PredictConfig)}.items():
         tracked = stages[stage]["params"]
         for leaf in _leaves(cls, section):
             if any(leaf == u or leaf.startswith(u) for u in untracked.get(stage, ())):
@@ -206,16 +209,23 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
 
 
 @pytest.mark.parametrize("param, expected", [
-    ("gen.teacher.temperature", {"teacher_gen", "gen_report", "pairs", "distill", "merge"}),
-    ("gen.student.max_tokens", {"student_gen", "gen_report", "pairs", "distill", "merge"}),
-    ("student.keep_layers", {"student_model", "student_gen", "gen_report", "pairs", "distill", "merge"}),
-    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge"}),
-    ("pairs.test_fraction", {"pairs", "distill", "merge"}),
-    ("pairs.strategy", {"pairs", "distill", "merge"}),
-    ("train.beta", {"distill", "merge"}),
-    ("train.lora.r", {"distill", "merge"}),
-    ("prompts.top_k", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge"}),
-    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge"}),
+    ("gen.teacher.temperature", {"teacher_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("gen.student.max_tokens", {"student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("student.keep_layers", {"student_model", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("pairs.test_fraction", {"pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("pairs.strategy", {"pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("train.beta", {"distill", "merge", "quantize", "evaluate", "predict"}),
+    ("train.lora.r", {"distill", "merge", "quantize", "evaluate", "predict"}),
+    ("prompts.top_k", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("quant.method", {"quantize", "evaluate", "predict"}),
+    ("eval.mcq_mode", {"evaluate"}),
+    ("predict.time_budget_s", {"predict"}),
+    ("prompts.max_context_chars", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge",
+                                   "quantize", "evaluate", "predict"}),
+    ("gen.max_model_len", {"teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize",
+                           "evaluate", "predict"}),
     ("gen.shards", set()),  # by design: sharding does not change the final out
 ])
 def test_param_reruns_exactly_its_downstream_stages(root, param, expected):

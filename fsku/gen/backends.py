@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from fsku.gen.config import GenConfig, SamplingConfig
-from fsku.models.adapter import find_adapter, tokenizer_source
 
 log = logging.getLogger(__name__)
 
@@ -22,23 +21,11 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model_dir: str | Path, cfg: GenConfig):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from fsku.models.load import load_for_inference
 
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
+        self.model, self.tokenizer = load_for_inference(model_dir)
         self.tokenizer.padding_side = "left"
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        adapter = find_adapter(model_dir)
-        if adapter:  # merge the LoRA weights into the base: plain forward passes from then on
-            from peft import PeftModel
-
-            base = AutoModelForCausalLM.from_pretrained(adapter.base)
-            model = PeftModel.from_pretrained(base, adapter.path).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-        self.model = model.to(device).eval()
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos = {e for e in eos + [self.tokenizer.eos_token_id] if e is not None}
@@ -52,7 +39,10 @@ class TransformersBackend:
         return ids, cut
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], sp: SamplingConfig, seed: int) -> list[dict]:
+    def generate(self, prompts: list[str], sp: SamplingConfig, seed: int,
+                 max_time: float | None = None) -> list[dict]:
+        """``max_time``: seconds after which the batch stops; its unfinished answers end with
+        finish_reason ``time``."""
         budget = self.cfg.max_model_len - sp.max_tokens
         ids, cut = self._encode(prompts, budget)
         width = max(len(x) for x in ids)
@@ -62,6 +52,8 @@ class TransformersBackend:
         torch.manual_seed(seed)
         kwargs = dict(max_new_tokens=sp.max_tokens, pad_token_id=pad, do_sample=sp.temperature > 0,
                       num_return_sequences=sp.n)
+        if max_time:
+            kwargs["max_time"] = max_time
         if sp.temperature > 0:
             kwargs.update(temperature=sp.temperature, top_p=sp.top_p)
         else:
@@ -71,14 +63,52 @@ class TransformersBackend:
         with autocast:
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         rows = out[:, width:].tolist()  # n consecutive rows per prompt
-        samples = [[self._sample(r) for r in rows[i * sp.n:(i + 1) * sp.n]] for i in range(len(ids))]
+        timed_out = bool(max_time) and out.shape[1] - width < sp.max_tokens
+        samples = [[self._sample(r, timed_out) for r in rows[i * sp.n:(i + 1) * sp.n]] for i in range(len(ids))]
         return [with_samples(s, len(x), c) for s, x, c in zip(samples, ids, cut)]
 
-    def _sample(self, row: list[int]) -> dict:
+    def _sample(self, row: list[int], timed_out: bool = False) -> dict:
         end = next((i for i, t in enumerate(row) if t in self.eos), None)
         tokens = row if end is None else row[:end]
+        reason = "stop" if end is not None else "time" if timed_out else "length"
         return {"text": self.tokenizer.decode(tokens, skip_special_tokens=True),
-                "n_tokens": len(tokens) + (end is not None), "finish_reason": "length" if end is None else "stop"}
+                "n_tokens": len(tokens) + (end is not None), "finish_reason": reason}
+
+    @torch.no_grad()
+    def continuation_logprobs(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        """Per prompt, the log-probability of each continuation (an answer such as "정답: 3") given
+        the prompt. When every continuation differs from the others in one final token, one forward
+        pass of the shared part scores them all; otherwise each full sequence is scored."""
+        out = []
+        for prompt, conts in zip(prompts, continuations):
+            seqs = [self.tokenizer(prompt + c, add_special_tokens=True).input_ids for c in conts]
+            shared = common_prefix(seqs)
+            budget = self.cfg.max_model_len - 1
+            if all(len(s) == shared + 1 for s in seqs):
+                ids = seqs[0][:shared][-budget:]
+                logits = self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=False,
+                                    logits_to_keep=1).logits[0, -1].float()
+                lp = torch.log_softmax(logits, -1)
+                out.append([float(lp[s[-1]]) for s in seqs])
+                continue
+            scores = []
+            for s in seqs:
+                cut = max(0, len(s) - budget)
+                ids, first = s[cut:], max(1, shared - cut)
+                logits = self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=False,
+                                    logits_to_keep=len(ids) - first + 1).logits[0, :-1].float()
+                lp = torch.log_softmax(logits, -1)
+                scores.append(float(lp.gather(-1, torch.tensor(ids[first:], device=lp.device)[:, None]).sum()))
+            out.append(scores)
+        return out
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
 
 
 def with_samples(samples: list[dict], prompt_tokens: int, truncated: bool) -> dict:

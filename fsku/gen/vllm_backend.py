@@ -7,7 +7,7 @@ from pathlib import Path
 
 import vllm  # noqa: F401  - an ImportError here means "no vLLM"
 
-from fsku.gen.backends import with_samples
+from fsku.gen.backends import common_prefix, with_samples
 from fsku.gen.config import GenConfig, SamplingConfig
 from fsku.models.adapter import find_adapter, tokenizer_source
 
@@ -34,7 +34,9 @@ class VLLMBackend:
                        dtype=cfg.vllm_dtype, gpu_memory_utilization=cfg.vllm_memory_utilization,
                        enforce_eager=cfg.vllm_enforce_eager, **lora)
 
-    def generate(self, prompts: list[str], sp: SamplingConfig, seed: int) -> list[dict]:
+    def generate(self, prompts: list[str], sp: SamplingConfig, seed: int,
+                 max_time: float | None = None) -> list[dict]:
+        """``max_time`` is not enforced: a vLLM batch runs to its end (max_tokens bounds it)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -52,3 +54,27 @@ class VLLMBackend:
                               for s in sorted(o.outputs, key=lambda s: s.index)],
                              len(o.prompt_token_ids), c)
                 for o, c in zip(outs, cut)]
+
+    def continuation_logprobs(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        """Log-probability of each continuation given its prompt, from vLLM's prompt logprobs of the
+        full sequences (prefix caching makes the shared prompt cheap)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        budget = self.cfg.max_model_len - 1
+        seqs, spans = [], []
+        for prompt, conts in zip(prompts, continuations):
+            full = [self.tokenizer(prompt + c, add_special_tokens=True).input_ids for c in conts]
+            shared = common_prefix(full)  # score only where the continuations differ, as transformers does
+            for ids in full:
+                cut = max(0, len(ids) - budget)
+                seqs.append(TokensPrompt(prompt_token_ids=ids[cut:]))
+                spans.append(max(1, shared - cut))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self.llm.generate(seqs, params, use_tqdm=False, lora_request=self.lora)
+        flat = []
+        for o, first in zip(outs, spans):
+            ids = o.prompt_token_ids
+            flat.append(sum(o.prompt_logprobs[i][ids[i]].logprob for i in range(first, len(ids))))
+        it = iter(flat)
+        return [[next(it) for _ in conts] for conts in continuations]

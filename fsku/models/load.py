@@ -55,3 +55,35 @@ def save_model(model, tokenizer, out_dir: str | Path) -> None:
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+
+
+def is_quantized(model_dir: str | Path) -> bool:
+    """Whether a model dir holds pre-quantized weights (bitsandbytes, GPTQ, ...)."""
+    import json
+
+    cfg = Path(model_dir) / "config.json"
+    return cfg.is_file() and "quantization_config" in json.loads(cfg.read_text(encoding="utf-8"))
+
+
+def load_for_inference(model_dir: str | Path):
+    """(model, tokenizer) ready for inference on the best device: a LoRA adapter dir is merged into
+    its base; a quantized dir is placed by ``device_map`` (quantized weights cannot be moved)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fsku.models.adapter import find_adapter, tokenizer_source
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
+    adapter = find_adapter(model_dir)
+    if adapter:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(adapter.base)
+        model = PeftModel.from_pretrained(base, adapter.path).merge_and_unload().to(device)
+    elif is_quantized(model_dir):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), device_map=device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer

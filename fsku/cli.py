@@ -1,0 +1,122 @@
+"""``python -m fsku``: the scorer and the predictor as commands, for any file in the FSKU formats.
+
+    python -m fsku score --pred submission.csv --gold mcq.csv [open.csv] [--similarity MODEL]
+    python -m fsku predict --model models/quantized --test test.csv --out submission.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from fsku.config import ConfigError
+
+
+def _section(cls, name: str, params: str):
+    """A params section, or its defaults when the params file (a bare checkout) or the section is absent."""
+    from fsku.config import from_dict, load_params
+
+    if not Path(params).is_file():
+        return cls()
+    return from_dict(cls, load_params(params).get(name) or {}, prefix=name)
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """``ID, Answer`` rows; a repeated ID is an error."""
+    from fsku.questions import read_csv_rows
+
+    out: dict[str, str] = {}
+    for lineno, row in enumerate(read_csv_rows(path, ("ID", "Answer")), 2):
+        qid = row["ID"].strip()
+        if qid in out:
+            raise ValueError(f"{path}: row {lineno}, column ID: duplicate ID {qid}")
+        out[qid] = row["Answer"]
+    return out
+
+
+def load_gold(path: str | Path):
+    """Questions with answers: FSKU files (``ID, Question, Answer[, Keyword][, Domain]``)."""
+    from fsku.questions import load_questions
+
+    qs = load_questions(path)
+    missing = [q.id for q in qs if not q.answer]
+    if missing:
+        raise ValueError(f"{path}: no Answer for {', '.join(missing[:5])}")
+    return qs
+
+
+def score(args) -> dict:
+    from fsku.metric import Similarity, default_similarity, score_items, summarize
+
+    golds = [q for path in args.gold for q in load_gold(path)]
+    if len({q.id for q in golds}) != len(golds):
+        raise ValueError("gold IDs repeat across the files given")
+    preds = read_predictions(args.pred)
+    sim_name = args.similarity or default_similarity()
+    items = score_items(golds, preds, Similarity(sim_name))
+    result = {"similarity_model": sim_name, **summarize(items)}
+    extra = sorted(set(preds) - {q.id for q in golds})
+    result["extra_ids"] = len(extra)
+    if extra:
+        logging.warning("%d predicted ID(s) not in the gold file(s), e.g. %s", len(extra), ", ".join(extra[:3]))
+    return result
+
+
+def predict(args) -> dict:
+    from fsku.gen.config import GenConfig, PromptsConfig
+    from fsku.io import write_json
+    from fsku.predict.config import PredictConfig
+    from fsku.predict.run import load_retriever, predict_file
+    from fsku.retrieval.config import IndexConfig
+
+    cfg = _section(PredictConfig, "predict", args.params)
+    search = load_retriever(args.index, _section(IndexConfig, "index", args.params)) if args.index else None
+    out = Path(args.out)
+    sidecar = args.sidecar or str(out.with_name("predictions.jsonl"))
+    stats = predict_file(args.model, args.test, out, cfg, _section(GenConfig, "gen", args.params),
+                         _section(PromptsConfig, "prompts", args.params), search, sidecar=sidecar,
+                         cache_dir=args.cache)
+    if args.metrics:
+        write_json(args.metrics, stats)
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fsku", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("score", help="score a submission against FSKU answer files")
+    s.add_argument("--pred", required=True, help="ID,Answer CSV")
+    s.add_argument("--gold", required=True, nargs="+", help="FSKU file(s) with Answer (MCQ and open-ended, one or two files)")
+    s.add_argument("--similarity", default=None,
+                   help="sentence-transformers model for the open-ended cosine, or char-bigram "
+                        "(default: models/encoder when built, else char-bigram)")
+    s.set_defaults(fn=score)
+    q = sub.add_parser("predict", help="answer a competition-format test.csv")
+    q.add_argument("--model", required=True, help="model dir: merged, quantized, or a LoRA adapter dir")
+    q.add_argument("--test", required=True, help="ID,Question CSV")
+    q.add_argument("--out", required=True, help="submission CSV to write (ID,Answer)")
+    q.add_argument("--sidecar", default=None, help="per-question records (default: predictions.jsonl beside --out)")
+    q.add_argument("--index", default="models/index", help="retrieval index dir; '' = no retrieved context")
+    q.add_argument("--params", default="params.yaml", help="settings (sections predict, gen, prompts, index)")
+    q.add_argument("--cache", default="data/predict/cache", help="resume cache dir ('' = none)")
+    q.add_argument("--metrics", default=None, help="also write the run's figures as JSON here")
+    q.set_defaults(fn=predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.fn(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0

@@ -1,0 +1,251 @@
+"""Answering questions with a model, with a circuit breaker, a time budget and a resume cache.
+
+Every question gets an answer, whatever happens: a multiple-choice question whose generated answer
+names no valid option, is cut off by the time limit, or whose model call raised, is answered by
+the likeliest option (or, if the model itself failed, by the option closest to the retrieved
+context); an empty, late or failed open-ended answer is composed from the top retrieved chunk.
+Each record says whether, and why, a fallback answered.
+
+The time budget is checked after every batch: when the time spent plus the remaining questions at
+the observed rate would overrun it, answering steps down to ``fast`` (options by likelihood, short
+open answers) and then, if still over, to ``fallback`` (no model calls).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fsku.gen.config import SamplingConfig
+from fsku.gen.format import format_prompt
+from fsku.gen.prompts import user_prompt
+from fsku.predict.config import AnswerConfig
+from fsku.predict.fallback import answer_from_context, option_by_overlap
+from fsku.questions import Question
+from fsku.scoring import extract_choice
+
+log = logging.getLogger(__name__)
+
+ANSWER_PREFIX = "정답: "
+MODES = ("full", "fast", "fallback")
+
+
+@dataclass
+class Item:
+    q: Question
+    prompt: str          # the model's input (chat template applied)
+    hits: list[dict]     # retrieved chunks, best first
+    key: str = ""        # cache key
+
+
+def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str = "") -> list[Item]:
+    """Items with the same prompt the training pairs used; ``search(query, k)`` may be None (no index).
+    ``salt`` (model and settings) goes into each cache key."""
+    items = []
+    for q in questions:
+        hits = search(q.stem, prompts_cfg.top_k) if search and prompts_cfg.top_k else []
+        prompt = format_prompt(tokenizer, user_prompt(q, hits, prompts_cfg))
+        key = hashlib.sha256(json.dumps([salt, q.id, prompt]).encode()).hexdigest()[:20]
+        items.append(Item(q, prompt, hits, key))
+    return items
+
+
+class Budget:
+    """Projects the run's total time after each batch and steps the mode down when it would overrun."""
+
+    def __init__(self, total_s: float, n_questions: int, start: float | None = None, clock=time.perf_counter):
+        self.total_s, self.n, self.clock = total_s, n_questions, clock
+        self.start = clock() if start is None else start
+        self.mode = "full"
+        self.done = 0
+        self.rate: dict[str, tuple[float, int]] = {}
+        self.switches: list[dict] = []
+
+    def record(self, mode: str, seconds: float, count: int) -> None:
+        s, c = self.rate.get(mode, (0.0, 0))
+        self.rate[mode] = (s + seconds, c + count)
+        self.done += count
+        self.check()
+
+    def projected(self) -> float:
+        s, c = self.rate.get(self.mode, (0.0, 0))
+        per_q = s / c if c else 0.0
+        return (self.clock() - self.start) + (self.n - self.done) * per_q
+
+    def check(self) -> None:
+        while self.mode != "fallback" and self.done < self.n and self.projected() > self.total_s:
+            projected = self.projected()
+            self.mode = MODES[MODES.index(self.mode) + 1]
+            self.switches.append({"after_questions": self.done, "to": self.mode, "projected_s": round(projected, 1)})
+            log.warning("time budget %.0f s: projected %.0f s after %d of %d questions; switching to %s mode",
+                        self.total_s, projected, self.done, self.n, self.mode)
+            if self.mode not in self.rate:  # no observation of the new mode yet
+                break
+
+
+class AnswerCache:
+    """Answers by cache key, appended a batch at a time (flushed and fsynced) so a crash loses at
+    most the batch in flight."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                self.records[rec["key"]] = rec
+
+    def get(self, key: str) -> dict | None:
+        rec = self.records.get(key)
+        return None if rec is None or rec.get("fallback") == "error" else rec  # errors are retried
+
+    def put(self, recs: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.update((r["key"], r) for r in recs)
+
+
+@dataclass
+class Answerer:
+    backend: object
+    cfg: AnswerConfig
+    budget: Budget | None = None
+    cache: AnswerCache | None = None
+    fast_max_tokens: int = 0
+    stats: dict = field(default_factory=lambda: {"cached": 0})
+    cached_keys: set = field(default_factory=set)
+
+    def run(self, items: list[Item]) -> list[dict]:
+        """One record per item, in item order."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(items), self.cfg.batch_size):
+            batch = items[start:start + self.cfg.batch_size]
+            todo = []
+            for it in batch:
+                hit = self.cache.get(it.key) if self.cache else None
+                if hit:
+                    out[it.key] = hit
+                    self.stats["cached"] += 1
+                    self.cached_keys.add(it.key)
+                else:
+                    todo.append(it)
+            if not todo:
+                continue
+            mode = self.budget.mode if self.budget else "full"
+            t = time.perf_counter()
+            recs = self._answer(todo, mode)
+            if self.budget:
+                self.budget.record(mode, time.perf_counter() - t, len(todo))
+            if self.cache:
+                self.cache.put(recs)
+            out.update((r["key"], r) for r in recs)
+            log.info("answered %d/%d (%s mode)", min(start + len(batch), len(items)), len(items), mode)
+        return [out[it.key] for it in items]
+
+    # -- one batch ---------------------------------------------------------------------------
+    def _answer(self, items: list[Item], mode: str) -> list[dict]:
+        recs = {}
+        mcq = [it for it in items if it.q.is_mcq]
+        opn = [it for it in items if not it.q.is_mcq]
+        if mode == "fallback":
+            for it in items:
+                recs[it.key] = self._fallback(it, "budget", mode, 0.0)
+        else:
+            if mcq and (self.cfg.mcq_mode == "loglik" or mode == "fast"):
+                for it in mcq:
+                    recs[it.key] = self._loglik(it, mode)
+            elif mcq:
+                recs.update(self._generate_mcq(mcq, mode))
+            if opn:
+                recs.update(self._generate_open(opn, mode))
+        return [recs[it.key] for it in items]
+
+    def _record(self, it: Item, mode: str, answer: str, seconds: float, **extra) -> dict:
+        rec = {"key": it.key, "id": it.q.id, "type": "mcq" if it.q.is_mcq else "open",
+               "n_options": len(it.q.options), "answer": answer, "confidence": None, "fallback": None,
+               "source": "model", "mode": mode, "seconds": round(seconds, 4)}
+        rec.update(extra)
+        return rec
+
+    def _loglik(self, it: Item, mode: str, reason: str | None = None, spent: float = 0.0) -> dict:
+        t = time.perf_counter()
+        conts = [f"{ANSWER_PREFIX}{i}" for i in range(1, len(it.q.options) + 1)]
+        try:
+            lps = self.backend.continuation_logprobs([it.prompt], [conts])[0]
+        except Exception as e:  # the model failed: nothing left but the context
+            log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
+            return self._fallback(it, "error", mode, spent + time.perf_counter() - t)
+        top = max(lps)
+        probs = [math.exp(x - top) for x in lps]
+        choice = max(range(len(lps)), key=lambda i: (lps[i], -i)) + 1
+        return self._record(it, mode, str(choice), spent + time.perf_counter() - t,
+                            confidence=round(probs[choice - 1] / sum(probs), 4), fallback=reason)
+
+    def _generate(self, items: list[Item], max_tokens: int) -> tuple[list[dict] | None, float]:
+        sp = SamplingConfig(temperature=0.0, max_tokens=max_tokens)
+        t = time.perf_counter()
+        try:
+            outs = self.backend.generate([it.prompt for it in items], sp, seed=0,
+                                         max_time=self.cfg.question_timeout_s * len(items))
+        except Exception as e:
+            log.warning("generation failed for %d question(s) (%s); falling back", len(items), e)
+            outs = None
+        return outs, (time.perf_counter() - t) / len(items)
+
+    def _generate_mcq(self, items: list[Item], mode: str) -> dict[str, dict]:
+        outs, per_q = self._generate(items, self.cfg.mcq_max_tokens)
+        recs = {}
+        for i, it in enumerate(items):
+            if outs is None:
+                recs[it.key] = self._loglik(it, mode, reason="error", spent=per_q)
+                continue
+            text, finish = outs[i]["text"], outs[i]["finish_reason"]
+            choice = extract_choice(text, len(it.q.options))
+            if choice is None:
+                reason = "timeout" if finish == "time" else "no_choice"
+                recs[it.key] = {**self._loglik(it, mode, reason=reason, spent=per_q), "generated": text}
+            else:
+                recs[it.key] = self._record(it, mode, str(choice), per_q, generated=text, finish_reason=finish)
+        return recs
+
+    def _generate_open(self, items: list[Item], mode: str) -> dict[str, dict]:
+        tokens = self.fast_max_tokens if mode == "fast" and self.fast_max_tokens else self.cfg.max_tokens
+        outs, per_q = self._generate(items, tokens)
+        recs = {}
+        for i, it in enumerate(items):
+            if outs is None:
+                recs[it.key] = self._fallback(it, "error", mode, per_q)
+                continue
+            text = " ".join(outs[i]["text"].split())
+            if outs[i]["finish_reason"] == "time" or not text:  # an answer cut off by the limit is incomplete
+                reason = "timeout" if outs[i]["finish_reason"] == "time" else "empty"
+                recs[it.key] = self._fallback(it, reason, mode, per_q)
+            else:
+                recs[it.key] = self._record(it, mode, text, per_q, finish_reason=outs[i]["finish_reason"])
+        return recs
+
+    def _fallback(self, it: Item, reason: str, mode: str, spent: float) -> dict:
+        t = time.perf_counter()
+        if it.q.is_mcq:
+            choice, conf = option_by_overlap(it.q, it.hits)
+            return self._record(it, mode, str(choice), spent + time.perf_counter() - t,
+                                confidence=round(conf, 4), fallback=reason, source="context")
+        return self._record(it, mode, answer_from_context(it.q, it.hits), spent + time.perf_counter() - t,
+                            fallback=reason, source="context")
+
+
+def settings_salt(model_fingerprint: str, cfg: AnswerConfig) -> str:
+    """What an answer depends on besides the question: the model and the answering settings."""
+    return json.dumps([model_fingerprint, asdict(cfg)], sort_keys=True)

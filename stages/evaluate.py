@@ -1,0 +1,76 @@
+"""Stage `evaluate`: the FSKU metric on data/raw/questions/eval.csv for the student before
+distillation, the distilled (merged) and the quantized model, and optionally the teacher.
+
+    python -m stages.evaluate [--questions mcq.csv open.csv] [--rows student quantized]
+"""
+
+import gc
+import time
+
+from fsku.config import load_section
+from fsku.gen.config import GenConfig, PromptsConfig
+from fsku.io import write_json, write_jsonl, write_text
+from fsku.metric import Similarity, score_items, summarize
+from fsku.predict.config import EvalConfig
+from fsku.predict.run import answer_with_model, load_retriever
+from fsku.questions import load_questions
+from fsku.retrieval.config import IndexConfig
+from fsku.stage import parser, run, seed_everything
+
+ROWS = {"student": "models/student_init", "distilled": "models/merged", "quantized": "models/quantized",
+        "teacher": "models/teacher"}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--questions", nargs="+", default=None, help="FSKU-format CSV file(s) (default: eval.questions)")
+    p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=None)
+    p.add_argument("--index", default="models/index")
+    p.add_argument("--metrics", default="metrics/eval.json")
+    p.add_argument("--plot", default="metrics/eval_scores.csv")
+    p.add_argument("--out", default="data/eval/predictions.jsonl")
+    args = p.parse_args()
+    cfg = load_section(EvalConfig, "eval", args.params)
+    gen_cfg = load_section(GenConfig, "gen", args.params)
+    prompts_cfg = load_section(PromptsConfig, "prompts", args.params)
+    seed_everything(0)
+    questions = [q for path in (args.questions or [cfg.questions]) for q in load_questions(path)]
+    if len({q.id for q in questions}) != len(questions):
+        raise ValueError("question IDs repeat across the files given; they must be unique")
+    questions = questions[: cfg.limit] if cfg.limit else questions
+    if not all(q.answer for q in questions):
+        raise ValueError(f"{', '.join(q.id for q in questions if not q.answer)[:200]}: no Answer to score against")
+    rows = args.rows or ["student", "distilled", "quantized"] + (["teacher"] if cfg.teacher else [])
+    search = load_retriever(args.index, load_section(IndexConfig, "index", args.params)) if args.index else None
+    similarity = Similarity(cfg.similarity_model)
+    report = {"similarity_model": cfg.similarity_model, "questions": len(questions),
+              "mcq": sum(q.is_mcq for q in questions), "open": sum(not q.is_mcq for q in questions),
+              "mcq_mode": cfg.mcq_mode, "rows": {}}
+    predictions = []
+    for row in rows:
+        t = time.perf_counter()
+        records, stats = answer_with_model(ROWS[row], questions, search, cfg, gen_cfg, prompts_cfg)
+        items = score_items(questions, {r["id"]: r["answer"] for r in records}, similarity)
+        for rec, item in zip(records, items):
+            item["source"] = rec["source"]
+        summary = summarize(items)
+        summary.update({k: stats[k] for k in ("backend", "latency_p50_s", "latency_p95_s", "questions_per_min",
+                                               "fallbacks")}, model=ROWS[row])
+        report["rows"][row] = summary
+        for rec, item in zip(records, items):
+            predictions.append({"row": row, "id": rec["id"], "type": rec["type"], "answer": rec["answer"],
+                                "confidence": rec["confidence"], "fallback": rec["fallback"], "source": rec["source"],
+                                **{k: item[k] for k in ("correct", "cosine", "keyword", "score") if k in item}})
+        print(f"{row}: total {summary['total']} (mcq {summary['mcq_accuracy']}, open {summary['open_score']}; "
+              f"model only {summary['model_only']['total']}) in {time.perf_counter() - t:.0f} s", flush=True)
+        gc.collect()
+    write_jsonl(args.out, predictions)
+    write_json(args.metrics, report)
+    lines = ["model,mcq_accuracy,open_score,total,total_model_only"]
+    lines += [f"{row},{s['mcq_accuracy']},{s['open_score']},{s['total']},{s['model_only']['total']}"
+              for row, s in report["rows"].items()]
+    write_text(args.plot, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,53 @@
+"""Stage `quantize`: models/merged -> models/quantized, and what it cost (metrics/quantize.json)."""
+
+from pathlib import Path
+
+from fsku.config import load_section
+from fsku.distill.quality import answer_quality
+from fsku.distill.train import load_examples
+from fsku.io import write_json
+from fsku.models.load import load_for_inference
+from fsku.quantize import QuantConfig, dir_bytes, quantize, token_latency
+from fsku.stage import parser, run, seed_everything
+
+LATENCY_PROMPT = "전자금융거래에서 접근매체를 분실한 이용자가 해야 할 일을 설명하세요."
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--model", default="models/merged")
+    p.add_argument("--pairs", default="data/pairs")
+    p.add_argument("--out", default="models/quantized")
+    p.add_argument("--metrics", default="metrics/quantize.json")
+    args = p.parse_args()
+    cfg = load_section(QuantConfig, "quant", args.params)
+    seed_everything(0)
+    merged, tokenizer = load_for_inference(args.model)
+    train = load_examples(Path(args.pairs) / "train.jsonl", tokenizer)
+    quantize(args.model, args.out, cfg, [e["prompt"] + e["chosen"] for e in train])
+    quantized, _ = load_for_inference(args.out)  # measured as later stages will load it
+    test = load_examples(Path(args.pairs) / "test.jsonl", tokenizer)
+    test = test[: cfg.eval_examples] if cfg.eval_examples else test
+    q = answer_quality(quantized, merged, test, tokenizer, max_length=4096)
+    sizes = {"merged": dir_bytes(args.model), "quantized": dir_bytes(args.out)}
+    memory = {"merged": merged.get_memory_footprint(), "quantized": quantized.get_memory_footprint()}
+    latency = {name: token_latency(m, tokenizer, LATENCY_PROMPT, cfg.latency_tokens)
+               for name, m in (("merged", merged), ("quantized", quantized))}
+    metrics = {
+        "method": cfg.method,
+        "size_mb": {k: round(v / 2**20, 1) for k, v in sizes.items()},
+        "size_ratio": round(sizes["quantized"] / sizes["merged"], 4),
+        "memory_mb": {k: round(v / 2**20, 1) for k, v in memory.items()},
+        "memory_ratio": round(memory["quantized"] / memory["merged"], 4),
+        "ms_per_token": {k: round(1000 * v, 2) for k, v in latency.items()},
+        "ppl": {"merged": q["teacher_ppl"], "quantized": q["student_ppl"]},
+        "ppl_change_pct": round(100 * (q["student_ppl"] / q["teacher_ppl"] - 1), 3),
+        "kl_merged_to_quantized": q["kl"],
+        "eval_tokens": q["tokens"],
+    }
+    write_json(args.metrics, metrics)
+    print(metrics)
+
+
+if __name__ == "__main__":
+    run(main)
