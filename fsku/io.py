@@ -107,3 +107,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+# tokenizer_config.json keys that record how a tokenizer was loaded, not what it is: transformers
+# writes `local_files_only: true` when HF_HUB_OFFLINE is set, which would make the same model's
+# out differ between an offline and an online run
+_LOAD_TIME_KEYS = ("local_files_only",)
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
+    """``tokenizer.save_pretrained`` without the load-time keys, so outs do not depend on the env."""
+    for key in _LOAD_TIME_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(str(out_dir))

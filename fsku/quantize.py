@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from fsku.config import ConfigError, field
-from fsku.io import atomic_dir
+from fsku.io import atomic_dir, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def quantize(model_dir: str | Path, out_dir: str | Path, cfg: QuantConfig, calib
             _gptq(model_dir, tmp, cfg, calibration, tokenizer)
         else:
             _load_bnb(model_dir, cfg).save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
 
 
 def _load_bnb(model_dir: Path, cfg: QuantConfig):

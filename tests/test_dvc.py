@@ -1,152 +1,12 @@
-"""DVC behaviour in a real temp git + DVC repo with a tiny corpus and config.
+"""The project's dvc.yaml, checked without running it: each stage declares exactly the code it
+imports and every param key it reads, and a param change reaches exactly its downstream stages.
+test_pipeline_dvc.py runs the pipeline itself."""
 
-The knowledge-base part of the pipeline (chunk, encoder, index) is exercised by targeting `index`;
-the model stages are tested on their own in test_models.py."""
-
-import csv
-import json
-import re
-import shutil
+import ast
+from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import ROOT, copy_code, run
-
-DOCS = ["01_electronic_financial_transactions", "06_network_separation", "12_ai_model_risk"]
-PARAMS = {
-    "chunk": {"size": 300, "overlap": 40, "unit": "chars", "tokenizer": "", "min_chars": 10},
-    "encoder": {"pca_dims": 16, "dtype": "float32"},
-    "index": {"eval": {"ks": [1, 5]}},
-}
-
-
-def dvc(repo, *args, check=True):
-    return run(["python", "-m", "dvc", *args], cwd=repo, check=check)
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def outs(repo) -> dict:
-    files = [repo / "data/processed/chunks.jsonl", repo / "metrics/chunk.json", repo / "metrics/retrieval.json",
-             repo / "metrics/retrieval_curve.csv", *sorted((repo / "models").rglob("*"))]
-    return {str(p.relative_to(repo)): p.read_bytes() for p in files if p.is_file()}
-
-
-def set_param(repo, dotted: str, value) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    node = params
-    *path, last = dotted.split(".")
-    for key in path:
-        node = node.setdefault(key, {})
-    node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("dvcrepo")
-    run(["git", "init", "-q"], cwd=repo)
-    run(["git", "config", "user.email", "t@example.com"], cwd=repo)
-    run(["git", "config", "user.name", "t"], cwd=repo)
-    dvc(repo, "init", "-q")
-    dvc(repo, "config", "core.analytics", "false")
-    copy_code(repo)
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    (repo / "data/raw/corpus").mkdir(parents=True)
-    for d in DOCS:
-        shutil.copy(ROOT / f"data/raw/corpus/{d}.pdf", repo / f"data/raw/corpus/{d}.pdf")
-    with open(ROOT / "data/raw/retrieval_queries.csv", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["source"][:-4] in DOCS]
-    with open(repo / "data/raw/retrieval_queries.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, allow_unicode=True, sort_keys=False))
-    first = dvc(repo, "repro", "index")
-    # chunk and encoder are independent, so DVC may run them in either order.
-    stages = ran(first.stdout)
-    assert sorted(stages[:2]) == ["chunk", "encoder"] and stages[2:] == ["index"], first.stdout
-    run(["git", "add", "-A"], cwd=repo)
-    run(["git", "commit", "-qm", "first repro"], cwd=repo)
-    return repo
-
-
-def test_first_repro_outputs(repo):
-    m = json.loads((repo / "metrics/retrieval.json").read_text())
-    assert m["queries"] >= 15 and set(m) >= {"bm25", "dense", "hybrid"}
-    assert json.loads((repo / "metrics/chunk.json").read_text())["documents"] == 3
-    show = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
-    assert "metrics/retrieval.json" in json.dumps(show)
-
-
-def test_noop_repro_runs_nothing_and_force_is_byte_identical(repo):
-    before = outs(repo)
-    again = dvc(repo, "repro", "index")
-    assert ran(again.stdout) == []
-    assert outs(repo) == before
-    forced = dvc(repo, "repro", "--force", "--single-item", "chunk", "index")
-    assert ran(forced.stdout) == ["chunk", "index"]
-    assert outs(repo) == before
-    assert run(["git", "status", "--porcelain", "dvc.lock"], cwd=repo).stdout == ""
-
-
-def test_chunk_param_reruns_chunk_and_index_only(repo):
-    before = outs(repo)
-    set_param(repo, "chunk.size", 250)
-    try:
-        status = json.loads(dvc(repo, "status", "--with-deps", "index", "--json").stdout)
-        assert set(status) == {"chunk"}
-        assert status["chunk"] == [{"changed deps": {"params.yaml": {"chunk.size": "modified"}}}]
-        # a dry run cannot know that chunk's out will change, so it is asked for the descendants
-        dry = dvc(repo, "repro", "--dry", "--force-downstream", "index")
-        assert ran(dry.stdout) == ["chunk", "index"]
-        real = dvc(repo, "repro", "index")
-        assert ran(real.stdout) == ["chunk", "index"]
-        after = outs(repo)
-        assert after["models/encoder/model.safetensors"] == before["models/encoder/model.safetensors"]
-        assert after["data/processed/chunks.jsonl"] != before["data/processed/chunks.jsonl"]
-        assert max(len(json.loads(x)["text"]) for x in after["data/processed/chunks.jsonl"].splitlines()) <= 250
-    finally:
-        run(["git", "checkout", "params.yaml", "dvc.lock", "metrics"], cwd=repo)
-        dvc(repo, "checkout", "-q", "--with-deps", "index")
-    assert outs(repo) == before
-
-
-def test_index_param_reruns_index_only(repo):
-    before = outs(repo)
-    set_param(repo, "index.hybrid.bm25_weight", 0.9)
-    try:
-        assert ran(dvc(repo, "repro", "--dry", "--force-downstream", "index").stdout) == ["index"]
-        real = dvc(repo, "repro", "index")
-        assert ran(real.stdout) == ["index"]
-        after = outs(repo)
-        assert after["data/processed/chunks.jsonl"] == before["data/processed/chunks.jsonl"]
-        assert after["metrics/retrieval.json"] != before["metrics/retrieval.json"]
-    finally:
-        run(["git", "checkout", "params.yaml", "dvc.lock", "metrics"], cwd=repo)
-        dvc(repo, "checkout", "-q", "--with-deps", "index")
-    assert ran(dvc(repo, "repro", "index").stdout) == []
-    assert outs(repo) == before
-
-
-def test_bad_param_fails_the_stage_and_keeps_outs(repo):
-    before = outs(repo)
-    set_param(repo, "index.hybrid.method", "bogus")
-    try:
-        proc = dvc(repo, "repro", "index", check=False)
-        assert proc.returncode != 0
-        assert "index.hybrid.method: 'bogus' is not one of" in proc.stderr + proc.stdout
-    finally:
-        run(["git", "checkout", "params.yaml"], cwd=repo)
-    # DVC clears a stage's outs before running it; the last good ones come back from the cache
-    # (and the uncached metrics from git)
-    dvc(repo, "checkout", "-q", "--with-deps", "index")
-    run(["git", "checkout", "metrics"], cwd=repo)
-    assert outs(repo) == before
-    assert ran(dvc(repo, "repro", "index").stdout) == []
 
 
 def _leaves(cls, prefix):
@@ -154,7 +14,6 @@ def _leaves(cls, prefix):
 
     out = []
     for f in dataclasses.fields(cls):
-        tp = cls.__dataclass_fields__[f.name].type
         sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(sub):
             out += _leaves(type(sub), f"{prefix}.{f.name}")
@@ -247,3 +106,58 @@ def test_param_reruns_exactly_its_downstream_stages(root, param, expected):
     for stage in hit:
         downstream |= {stage, *nx.ancestors(graph, stage)}
     assert {s.addressing for s in downstream} == expected
+
+
+def _imports(path: Path, root: Path) -> set[Path]:
+    """Project modules a file imports anywhere in it (lazy imports inside functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] not in ("fsku", "stages"):
+                continue
+            base = root / Path(*name.split("."))
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.is_file():
+                    found.add(candidate)
+    # a package's __init__ runs on import of any of its modules
+    for f in list(found):
+        for parent in f.relative_to(root).parents:
+            init = root / parent / "__init__.py"
+            if parent != Path(".") and init.is_file():
+                found.add(init)
+    return found
+
+
+def _closure(entry: Path, root: Path) -> set[Path]:
+    todo, seen = [entry], set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo += list(_imports(f, root) - seen)
+    return seen
+
+
+def test_each_stage_depends_on_exactly_the_code_it_runs(root):
+    """The code deps of every stage cover each project file its entry point can import (DVC reruns
+    the stage when one changes), and name nothing it never imports (DVC would rerun it for nothing).
+    An ``__init__.py`` without imports (a docstring, a version string) does not count."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for name, stage in stages.items():
+        module = stage["cmd"].split()[2]
+        entry = root / Path(*module.split(".")).with_suffix(".py")
+        code = {f for f in _closure(entry, root) if f.name != "__init__.py" or "import " in f.read_text()}
+        deps = [root / d for d in stage["deps"] if d.split("/")[0] in ("fsku", "stages")]
+        uncovered = sorted(str(f.relative_to(root)) for f in code
+                           if not any(f == d or d in f.parents for d in deps))
+        unused = sorted(str(d.relative_to(root)) for d in deps if not any(f == d or d in f.parents for f in code))
+        if uncovered or unused:
+            problems.append(f"{name}: missing {uncovered}, not imported {unused}")
+    assert not problems, "\n".join(problems)

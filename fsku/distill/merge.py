@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fsku.io import atomic_dir
+from fsku.io import atomic_dir, save_tokenizer
 from fsku.models.adapter import find_adapter, tokenizer_source
 
 
@@ -27,5 +27,5 @@ def merge(model_dir: str | Path, out_dir: str | Path) -> str:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
     return f"LoRA adapter (r={adapter.rank}) merged into {adapter.base}"

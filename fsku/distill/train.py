@@ -21,7 +21,7 @@ import torch
 from fsku.distill.config import TrainConfig
 from fsku.distill.quality import answer_quality
 from fsku.gen.format import format_prompt
-from fsku.io import atomic_dir, read_jsonl, write_json
+from fsku.io import atomic_dir, read_jsonl, save_tokenizer, write_json
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
             if cfg.lora.enabled:
                 model.peft_config["default"].base_model_name_or_path = student_dir
             model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
             normalise_adapter_config(Path(tmp) / "adapter_config.json")
         history = [e for e in trainer.state.log_history]
         write_dvclive(log_dir, history)

@@ -56,27 +56,21 @@ def resolve_gguf(source: str) -> Path:
 
 def read_token_embeddings(gguf_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vocab x dim float32 token embeddings, per-token scores) from a GGUF file."""
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
+    from fsku.embedding.gguf_file import read_gguf
 
-    reader = GGUFReader(gguf_path)
-    tensors = {t.name: t for t in reader.tensors}
-    if "token_embd.weight" not in tensors:
-        raise ValueError(f"{gguf_path}: no token_embd.weight tensor")
-    t = tensors["token_embd.weight"]
-    emb = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-    field_ = reader.fields.get("tokenizer.ggml.scores")
-    scores = (np.asarray(field_.contents(), dtype=np.float64) if field_ is not None
+    gguf = read_gguf(gguf_path)
+    emb = gguf.tensor("token_embd.weight")
+    scores = gguf.fields.get("tokenizer.ggml.scores")
+    scores = (np.asarray(scores, dtype=np.float64) if isinstance(scores, np.ndarray)
               else -np.arange(emb.shape[0], dtype=np.float64))
     return emb, scores
 
 
 def load_gguf_tokenizer(gguf_path: Path):
     """A fast (``tokenizers``) tokenizer converted from the GGUF metadata by transformers."""
-    from transformers import AutoTokenizer
+    from fsku.embedding.gguf_file import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    return tok.backend_tokenizer
+    return load_tokenizer(gguf_path).backend_tokenizer
 
 
 def principal_directions(x: np.ndarray) -> np.ndarray:

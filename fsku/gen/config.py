@@ -44,6 +44,7 @@ class GenConfig:
     vllm_enforce_eager: bool = field(True, doc="skip vLLM's graph compilation (faster start on CPU)")
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         "float32", doc="vLLM compute dtype; auto is bfloat16 on the CPU build, which is not run-to-run exact")
+    tensor_parallel_size: int = field(1, ge=1, le=64, doc="vLLM: GPUs one model is split over")
     teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
     shards: int = field(1, ge=1)
     shard_index: int = field(0, ge=0)

@@ -32,7 +32,7 @@ class VLLMBackend:
             self.lora = LoRARequest("student", 1, str(Path(adapter.path).resolve()))
         self.llm = LLM(model=adapter.base if adapter else str(model_dir), max_model_len=cfg.max_model_len, seed=0,
                        dtype=cfg.vllm_dtype, gpu_memory_utilization=cfg.vllm_memory_utilization,
-                       enforce_eager=cfg.vllm_enforce_eager, **lora)
+                       enforce_eager=cfg.vllm_enforce_eager, tensor_parallel_size=cfg.tensor_parallel_size, **lora)
 
     def generate(self, prompts: list[str], sp: SamplingConfig, seed: int,
                  max_time: float | None = None) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
-from fsku.io import atomic_dir
+from fsku.io import atomic_dir, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _from_gguf(path: Path, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from fsku.embedding.gguf_file import load_tokenizer
 
     log.info("dequantising %s (about a minute)", path)
     quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = load_tokenizer(path)  # converted once, then from the user cache
     # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
     config = quantized.config.to_dict()
     config.pop("quantization_config", None)
@@ -54,7 +56,7 @@ def save_model(model, tokenizer, out_dir: str | Path) -> None:
     """Write safetensors, config, generation config and tokenizer atomically."""
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
 
 
 def is_quantized(model_dir: str | Path) -> bool:

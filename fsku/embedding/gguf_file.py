@@ -1,0 +1,165 @@
+"""A lean GGUF reader: the tensor table, numeric fields and one tensor at a time.
+
+``gguf.GGUFReader`` builds a numpy view for every part of every field, which for a 262k-token
+vocabulary costs about 15 seconds of pure Python before the first tensor can be read. The encoder
+needs one tensor and one numeric array, so this walks the header once with ``struct`` (string
+arrays are skipped by their lengths) and hands tensor bytes to ``gguf.quants.dequantize``.
+Layout: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (version 2 and 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# value type -> (struct format, numpy dtype) for the fixed-size scalar types
+_SCALARS = {0: ("<B", np.uint8), 1: ("<b", np.int8), 2: ("<H", np.uint16), 3: ("<h", np.int16),
+            4: ("<I", np.uint32), 5: ("<i", np.int32), 6: ("<f", np.float32), 7: ("<?", np.bool_),
+            10: ("<Q", np.uint64), 11: ("<q", np.int64), 12: ("<d", np.float64)}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]   # numpy order (outermost first): GGUF stores the innermost first
+    ggml_type: int
+    offset: int              # absolute, in the file
+
+
+@dataclass
+class GGUFFile:
+    path: Path
+    fields: dict[str, object] = field(default_factory=dict)  # scalars, strings, numeric arrays; string arrays -> length
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    header_end: int = 0      # end of the key/value metadata (the tokenizer lives there)
+
+    def metadata_digest(self) -> str:
+        """sha256 of the header's key/value metadata: what a tokenizer converted from it depends on."""
+        with open(self.path, "rb") as f:
+            return hashlib.sha256(f.read(self.header_end)).hexdigest()
+
+    def tensor(self, name: str) -> np.ndarray:
+        """The named tensor as float32 (dequantised when quantised)."""
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        if name not in self.tensors:
+            raise ValueError(f"{self.path}: no {name} tensor")
+        info = self.tensors[name]
+        qtype = GGMLQuantizationType(info.ggml_type)
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        rows, width = int(np.prod(info.shape[:-1])), info.shape[-1]
+        row_bytes = width // block * type_size
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            raw = np.frombuffer(mm, dtype=np.uint8, count=rows * row_bytes, offset=info.offset).copy()
+        if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16):
+            data = raw.view({GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16,
+                             GGMLQuantizationType.BF16: np.uint16}[qtype]).reshape(rows, width)
+            if qtype == GGMLQuantizationType.BF16:
+                return (data.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
+            return data.astype(np.float32).reshape(info.shape)
+        return np.asarray(dequantize(raw.reshape(rows, row_bytes), qtype), dtype=np.float32).reshape(info.shape)
+
+
+def read_gguf(path: str | Path) -> GGUFFile:
+    path = Path(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if mm[:4] != b"GGUF":
+            raise ValueError(f"{path}: not a GGUF file")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
+        if version not in (2, 3):
+            raise ValueError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+        pos = 24
+        out = GGUFFile(path)
+
+        def string(pos: int) -> tuple[str, int]:
+            (n,) = struct.unpack_from("<Q", mm, pos)
+            return mm[pos + 8:pos + 8 + n].decode("utf-8", errors="replace"), pos + 8 + n
+
+        def value(vtype: int, pos: int) -> tuple[object, int]:
+            if vtype in _SCALARS:
+                fmt = _SCALARS[vtype][0]
+                return struct.unpack_from(fmt, mm, pos)[0], pos + struct.calcsize(fmt)
+            if vtype == _STRING:
+                return string(pos)
+            if vtype == _ARRAY:
+                item, count = struct.unpack_from("<IQ", mm, pos)
+                pos += 12
+                if item in _SCALARS:
+                    dtype = np.dtype(_SCALARS[item][1])
+                    arr = np.frombuffer(mm, dtype=dtype, count=count, offset=pos).copy()
+                    return arr, pos + count * dtype.itemsize
+                if item == _STRING:  # skipped by their lengths (the vocabulary: nobody here needs it)
+                    for _ in range(count):
+                        pos += 8 + struct.unpack_from("<Q", mm, pos)[0]
+                    return count, pos
+                items = []
+                for _ in range(count):
+                    v, pos = value(item, pos)
+                    items.append(v)
+                return items, pos
+            raise ValueError(f"{path}: unknown GGUF value type {vtype} at byte {pos}")
+
+        for _ in range(n_kv):
+            key, pos = string(pos)
+            (vtype,) = struct.unpack_from("<I", mm, pos)
+            out.fields[key], pos = value(vtype, pos + 4)
+        out.header_end = pos
+        infos = []
+        for _ in range(n_tensors):
+            name, pos = string(pos)
+            (n_dims,) = struct.unpack_from("<I", mm, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos + 4)
+            ggml_type, offset = struct.unpack_from("<IQ", mm, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            infos.append((name, tuple(int(d) for d in reversed(dims)), ggml_type, offset))
+        align = int(out.fields.get("general.alignment", 32))
+        data_start = pos + (-pos % align)
+        for name, shape, ggml_type, offset in infos:
+            out.tensors[name] = TensorInfo(name, shape, ggml_type, data_start + offset)
+    return out
+
+
+def cache_root() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fsku"
+
+
+def load_tokenizer(path: str | Path):
+    """The transformers tokenizer of a GGUF file. Converting it from the GGUF metadata takes about
+    20 seconds for a 262k vocabulary, so the converted tokenizer is kept in the user cache, keyed
+    by the sha256 of the metadata and the transformers and tokenizers versions (the conversion's
+    inputs); it is written atomically, so concurrent processes at worst convert twice."""
+    import os
+    import shutil
+    import tempfile
+
+    import tokenizers
+    import transformers
+    from transformers import AutoTokenizer
+
+    from fsku.io import save_tokenizer
+
+    path = Path(path)
+    key = f"{read_gguf(path).metadata_digest()[:32]}-tf{transformers.__version__}-tk{tokenizers.__version__}"
+    cached = cache_root() / "gguf-tokenizers" / key
+    if (cached / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cached))
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tmp-"))
+        save_tokenizer(tokenizer, tmp)
+        try:
+            os.rename(tmp, cached)
+        except OSError:  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:  # a read-only home: convert every time
+        pass
+    return tokenizer

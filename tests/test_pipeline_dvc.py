@@ -1,0 +1,245 @@
+"""The whole pipeline under DVC, for real: every stage of the project's dvc.yaml runs in a temp git +
+DVC repo on the tiny configuration of ``tiny_pipeline.py``. Checked here: a forced rerun in a fresh
+clone reproduces every out byte for byte; a param change reruns exactly its downstream stages; a
+killed stage, rerun, ends with the outs of an uninterrupted run; experiments (run, queued, shown,
+diffed) share the cache; and artifacts travel through a local directory remote and an S3-compatible
+server (moto, on loopback) with the run-cache.
+
+The tests run in file order on one module-scoped repo; each leaves the repo as it found it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny_pipeline import TIMING, build, commit_repro, dvc, git, lock_hashes, metric, ran, set_params, snapshot
+
+STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "student_gen",
+          "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"]
+FROM_DISTILL = ["distill", "merge", "quantize", "evaluate", "predict"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, gemma_tokenizer):
+    repo = build(tmp_path_factory.mktemp("pipeline") / "repo", gemma_tokenizer)
+    first = dvc(repo, "repro", "--force")
+    stages = ran(first.stdout)
+    assert sorted(stages) == sorted(STAGES), first.stdout
+    order = {s: i for i, s in enumerate(stages)}
+    for a, b in [("chunk", "index"), ("encoder", "index"), ("index", "prompts"), ("teacher_model", "student_model"),
+                 ("prompts", "teacher_gen"), ("student_model", "student_gen"), ("teacher_gen", "pairs"),
+                 ("student_gen", "pairs"), ("pairs", "distill"), ("distill", "merge"), ("merge", "quantize"),
+                 ("quantize", "evaluate"), ("quantize", "predict")]:
+        assert order[a] < order[b], (a, b, stages)
+    commit_repro(repo, "first repro")
+    return repo
+
+
+def restore(repo: Path) -> None:
+    """Back to the committed state: params, lock and uncached metrics from git, cached outs from DVC."""
+    git(repo, "checkout", "--", ".")
+    git(repo, "clean", "-fdq", "metrics")
+    dvc(repo, "checkout", "-q", "--force")
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+
+
+def clone(repo: Path, name: str) -> Path:
+    dst = repo.parent / name
+    git(repo.parent, "clone", "-q", str(repo), str(dst))
+    return dst
+
+
+def test_noop_repro_and_dag(repo):
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+    assert ran(dvc(repo, "repro").stdout) == []
+    dot = dvc(repo, "dag", "--dot").stdout
+    for a, b in [("pairs", "distill"), ("merge", "quantize"), ("quantize", "predict"), ("index", "predict")]:
+        assert f'"{a}" -> "{b}"' in dot or f"{a} -> {b}" in dot, dot
+    assert (repo / "submission.csv").read_text(encoding="utf-8").startswith("ID,Answer")
+
+
+def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
+    """A second `dvc repro --force`, in a fresh clone at another path (no cache, no remote): every
+    out equals the first run's, and so does every hash in the clone's lock but the timing files'."""
+    other = clone(repo, "rerun")
+    second = dvc(other, "repro", "--force")
+    assert sorted(ran(second.stdout)) == sorted(STAGES)
+    assert snapshot(other) == snapshot(repo)
+    # the lock records every out's hash: only the timing files' differ
+    assert lock_hashes(other, skip=TIMING) == lock_hashes(repo, skip=TIMING)
+    assert json.loads(dvc(other, "status", "--json").stdout) == {}
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs",
+                         *FROM_DISTILL]),
+    ("train.beta", 0.2, FROM_DISTILL),
+    ("quant.method", "int8", ["quantize", "evaluate", "predict"]),
+    ("quant.double_quant", True, ["quantize", "evaluate", "predict"]),
+    ("eval.max_tokens", 4, ["evaluate"]),
+])
+def test_param_change_names_exactly_its_downstream_stages(repo, key, value, expected):
+    """`dvc status` names the one stage whose param changed; a dry run lists it and what follows."""
+    try:
+        set_params(repo, {key: value})
+        status = json.loads(dvc(repo, "status", "--json").stdout)
+        assert list(status) == [expected[0]], status
+        [changed] = status[expected[0]][0]["changed deps"]["params.yaml"]  # a whole section shows by name
+        assert key == changed or key.startswith(changed + "."), status
+        dry = dvc(repo, "repro", "--dry", "--force-downstream")
+        stages = ran(dry.stdout)
+        assert stages[0] == expected[0] and sorted(stages) == sorted(expected), dry.stdout
+    finally:
+        restore(repo)
+
+
+def test_bad_param_fails_the_stage_and_checkout_restores_its_outs(repo):
+    before = snapshot(repo)
+    set_params(repo, {"quant.method": "bogus"})
+    try:
+        proc = dvc(repo, "repro", check=False)
+        assert proc.returncode != 0
+        assert "quant.method: 'bogus' is not one of" in proc.stderr + proc.stdout
+        assert ran(proc.stdout) == ["quantize"]  # nothing downstream ran on a failed stage
+    finally:
+        restore(repo)  # DVC removed quantize's outs before running it: the last good ones come back
+    assert snapshot(repo) == before
+
+
+def test_killed_stage_resumes_to_the_outs_of_an_uninterrupted_run(repo):
+    before = snapshot(repo)
+    ckpt = repo / "data/distill_ckpt"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "distill"], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    while not (ckpt / "checkpoint-1" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (repo / "models/distilled").exists()  # DVC cleared the out before running the stage
+    try:
+        again = dvc(repo, "repro")
+        # the resumed distill writes the same adapter, so merge and everything after it is unchanged
+        assert ran(again.stdout) == ["distill"], again.stdout
+        assert metric(repo, "metrics/distill.json", "resumed_from_step") == 1
+        after = snapshot(repo)
+        a, b = json.loads(after.pop("metrics/distill.json")), json.loads(before.pop("metrics/distill.json"))
+        assert {**a, "resumed_from_step": 0} == b
+        assert after == before
+        assert not ckpt.exists()
+    finally:
+        restore(repo)
+
+
+def test_experiment_run_show_and_diffs(repo):
+    exp = dvc(repo, "exp", "run", "-n", "beta-0.2", "-S", "train.beta=0.2")
+    assert ran(exp.stdout) == FROM_DISTILL, exp.stdout
+    try:
+        shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+        text = json.dumps(shown)
+        assert '"beta-0.2"' in text and "metrics/eval.json" in text and "metrics/distill.json" in text
+        params = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+        assert {k: params["params.yaml"]["train.beta"][k] for k in ("old", "new")} == {"old": 1.0, "new": 0.2}
+        metrics = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+        assert metrics["metrics/distill.json"]["beta"] == {"old": 1.0, "new": 0.2, "diff": -0.8}
+        assert "ppl_after" in metrics["metrics/distill.json"]  # the student changed
+        plots = json.loads(dvc(repo, "plots", "diff", "--json", "--split", "HEAD", "beta-0.2").stdout)["data"]
+        assert {"eval_scores", "distill_loss", "distill_kl", "recall_at_k"} <= set(plots), list(plots)
+        # the experiment is a commit of its own, visible to every diff command
+        diff = json.loads(dvc(repo, "exp", "diff", "HEAD", "beta-0.2", "--json").stdout)
+        assert diff["params"]["params.yaml"]["train.beta"]["new"] == 0.2
+    finally:
+        restore(repo)
+
+
+def test_queued_sweep_runs_from_the_shared_cache(repo):
+    """Queued experiments run in temp copies of the repo that share its cache and run-cache: the
+    beta=0.2 run above and the committed beta=1.0 need no stage run at all."""
+    dvc(repo, "exp", "run", "--queue", "-S", "train.beta=0.2,1.0")
+    dvc(repo, "queue", "start", "-j", "1")
+    deadline = time.time() + 420
+    while True:
+        status = dvc(repo, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.time() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    names = [r["name"] for rev in shown for exp in rev.get("experiments") or [] for r in exp.get("revs") or []]
+    queued = [n for n in names if n != "beta-0.2"]
+    assert len(queued) == 2, json.dumps(shown)[:2000]
+    for name in queued:
+        log = dvc(repo, "queue", "logs", name, check=False).stdout
+        assert ran(log) == [], log
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+
+
+@pytest.fixture
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _push_pull(repo: Path, remote: str, setup: list[list[str]], local: list[list[str]], name: str) -> Path:
+    """Configure ``remote`` as the default (settings in .dvc/config, secrets in .dvc/config.local),
+    push outs and run-cache, then restore everything in a fresh clone (empty cache and workspace)
+    with `dvc repro --pull`, which must run nothing."""
+    for args in setup:
+        dvc(repo, "remote", *args)
+    for args in local:
+        dvc(repo, "remote", "modify", "--local", *args)
+    git(repo, "add", ".dvc/config")
+    git(repo, "commit", "-qm", f"remote {remote}")
+    assert "secret" not in git(repo, "show", "HEAD:.dvc/config").stdout
+    dvc(repo, "push", "-r", remote, "--run-cache")
+    fresh = clone(repo, name)
+    assert not (fresh / ".dvc/cache").exists() and not (fresh / "models").exists()
+    for args in local:
+        dvc(fresh, "remote", "modify", "--local", *args)
+    pulled = dvc(fresh, "repro", "--pull")
+    assert ran(pulled.stdout) == [], pulled.stdout
+    assert snapshot(fresh) == snapshot(repo)
+    assert json.loads(dvc(fresh, "status", "--json").stdout) == {}
+    return fresh
+
+
+def test_local_directory_remote_round_trip(repo):
+    store = repo.parent / "dvc-store"
+    fresh = _push_pull(repo, "store", [["add", "-d", "-f", "store", str(store)]], [], "from-local-remote")
+    # the run-cache came along: a param value the original repo ran (beta=0.2, above) is restored
+    # in the clone without running anything
+    dvc(fresh, "pull", "--run-cache")
+    set_params(fresh, {"train.beta": 0.2})
+    again = dvc(fresh, "repro")
+    assert ran(again.stdout) == [], again.stdout
+    assert "is cached - skipping run" in again.stdout
+    assert metric(fresh, "metrics/distill.json", "beta") == 0.2
+
+
+def test_s3_compatible_remote_round_trip(repo, s3_server):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="fsku", aws_secret_access_key="fsku-secret",
+                      region_name="us-east-1")
+    s3.create_bucket(Bucket="fsku-artifacts")
+    _push_pull(repo, "s3", [["add", "-d", "-f", "s3", "s3://fsku-artifacts/dvc"], ["modify", "s3", "endpointurl", s3_server]],
+               [["s3", "access_key_id", "fsku"], ["s3", "secret_access_key", "fsku-secret"]], "from-s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fsku-artifacts")
+            for o in page.get("Contents", [])]
+    assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]

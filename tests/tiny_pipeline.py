@@ -1,0 +1,170 @@
+"""A complete, tiny copy of the project in a real temp git + DVC repo.
+
+Every stage of the project's own ``dvc.yaml`` runs, on the project's ``params.yaml`` with a few
+overrides: 3 corpus documents, a 4-layer random-init Gemma 3 with the real tokenizer as teacher,
+6 prompts, 2 training steps and a handful of eval and test questions. A full ``dvc repro`` takes
+a couple of minutes on 2 cores, so the DVC tests can afford to rerun the real thing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT, copy_code, run, tiny_gemma
+
+DOCS = ["01_electronic_financial_transactions", "06_network_separation", "12_ai_model_risk"]
+
+OVERRIDES = {
+    "chunk.size": 300,
+    "encoder.pca_dims": 16,
+    "encoder.dtype": "float32",
+    "index.eval.ks": [1, 5],
+    "student.keep_layers": 2,
+    "prompts.max_prompts": 6,
+    "prompts.top_k": 2,
+    "prompts.max_context_chars": 300,
+    "gen.backend": "transformers",
+    "gen.batch_size": 4,
+    "gen.max_model_len": 768,
+    "gen.teacher.max_tokens": 8,
+    "gen.student.max_tokens": 8,
+    "train.max_steps": 2,
+    "train.warm_start_steps": 1,
+    "train.save_steps": 1,
+    "train.max_length": 768,
+    "train.lora.r": 4,
+    "train.lora.alpha": 8,
+    "quant.latency_tokens": 2,
+    "eval.max_tokens": 6,
+    "eval.mcq_max_tokens": 6,
+    "predict.max_tokens": 6,
+    "predict.fast_max_tokens": 4,
+}
+
+# every out of the pipeline, cached or not (timing files are left out: they differ on every run)
+TIMING = {"data/gen/teacher.stats.json", "data/gen/student.stats.json", "metrics/generation.json",
+          "data/predict/predictions.jsonl", "metrics/eval.json", "metrics/predict.json", "metrics/quantize.json",
+          "metrics/eval_scores.csv"}
+
+
+def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None):
+    return run(["python", "-m", "dvc", *args], cwd=repo, check=check, env=env)
+
+
+def git(repo: Path, *args: str, check: bool = True):
+    return run(["git", *args], cwd=repo, check=check)
+
+
+def ran(output: str) -> list[str]:
+    """Stages a ``dvc repro`` / ``dvc exp run`` output says it ran (not restored, not skipped)."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def set_params(repo: Path, values: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    for dotted, value in values.items():
+        node = params
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node[key]
+        assert last in node, dotted  # overrides only: the stages refuse unknown keys anyway
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def out_paths(repo: Path) -> list[str]:
+    """Every out declared in dvc.yaml (files, and the files inside out directories)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    files = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                path = repo / (next(iter(entry)) if isinstance(entry, dict) else entry)
+                if path.is_dir():
+                    files += [p for p in path.rglob("*") if p.is_file()]
+                elif path.exists():
+                    files.append(path)
+    return sorted(str(p.relative_to(repo)) for p in files)
+
+
+def snapshot(repo: Path, timing: bool = False) -> dict[str, bytes]:
+    """Bytes of every out; timing files only when asked (their latency fields change every run)."""
+    return {p: (repo / p).read_bytes() for p in out_paths(repo) if timing or p not in TIMING}
+
+
+def lock_hashes(repo: Path, skip=()) -> dict[tuple[str, str], str]:
+    """(stage, path) -> md5 for every dep and out recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {(stage, e["path"]): e.get("md5") for stage, entry in lock.items()
+            for e in entry.get("deps", []) + entry.get("outs", []) if e["path"] not in skip}
+
+
+def _subset_csv(src: Path, dst: Path, keep) -> int:
+    with open(src, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if keep(r)]
+        fields = reader.fieldnames
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return len(rows)
+
+
+def _first(n_mcq: int, n_open: int):
+    counts = {"mcq": 0, "open": 0}
+
+    def keep(row):
+        kind = "mcq" if re.fullmatch(r"\d+", row.get("Answer", "1").strip() or "x") else "open"
+        limit = n_mcq if kind == "mcq" else n_open
+        counts[kind] += 1
+        return counts[kind] <= limit
+    return keep
+
+
+def build(repo: Path, tokenizer) -> Path:
+    """Create the repo at ``repo`` (git + DVC, code, data subset, params), commit it, and return it.
+    The tiny teacher is written next to the repo, outside it (``teacher.model`` names its path)."""
+    from fsku.models.load import save_model
+
+    teacher_src = repo.parent / f"{repo.name}-teacher-src"
+    save_model(tiny_gemma(layers=4, hidden=64, head_dim=32, seed=7), tokenizer, teacher_src)
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "core.analytics", "false")
+    copy_code(repo)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "data/raw/corpus").mkdir(parents=True)
+    for d in DOCS:
+        shutil.copy(ROOT / f"data/raw/corpus/{d}.pdf", repo / f"data/raw/corpus/{d}.pdf")
+    _subset_csv(ROOT / "data/raw/retrieval_queries.csv", repo / "data/raw/retrieval_queries.csv",
+                lambda r: r["source"][:-4] in DOCS)
+    _subset_csv(ROOT / "data/raw/questions/train.csv", repo / "data/raw/questions/train.csv", _first(8, 4))
+    _subset_csv(ROOT / "data/raw/questions/eval.csv", repo / "data/raw/questions/eval.csv", _first(4, 2))
+    _subset_csv(ROOT / "data/raw/test.csv", repo / "data/raw/test.csv", _first(6, 0))  # no Answer column
+    set_params(repo, {**OVERRIDES, "teacher.model": str(teacher_src)})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny pipeline")
+    return repo
+
+
+def commit_repro(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+def metric(repo: Path, path: str, *keys: str):
+    node = json.loads((repo / path).read_text())
+    for k in keys:
+        node = node[k]
+    return node
