@@ -39,6 +39,7 @@ corpus: setup  ## re-render data/raw/corpus/*.pdf from data/raw/corpus_src/*.txt
 bench: setup  ## benchmarks (needs `make run` first); results go to benchmarks/RESULTS.md by hand
 	$(BIN)/python benchmarks/bench_chunk.py
 	$(BIN)/python benchmarks/bench_retrieval.py
+	$(BIN)/python benchmarks/bench_dvc.py
 
 clean:
 	rm -rf $(VENV)

@@ -65,6 +65,27 @@ def test_noop_repro_and_dag(repo):
     assert (repo / "submission.csv").read_text(encoding="utf-8").startswith("ID,Answer")
 
 
+def test_evaluate_and_predict_outs(repo):
+    """What the last two stages wrote: every row scored with the FSKU metric, the model-only part
+    consistent with the per-question records, the plot data, and a valid submission."""
+    m = json.loads((repo / "metrics/eval.json").read_text())
+    assert list(m["rows"]) == ["student", "distilled", "quantized"] and m["similarity_model"] == "models/encoder"
+    preds = [json.loads(x) for x in (repo / "data/eval/predictions.jsonl").read_text().splitlines()]
+    for name, row in m["rows"].items():
+        assert row["mcq"] == 4 and row["open"] == 2 and set(row["by_domain"]) == {"전자금융거래"}
+        assert row["total"] == pytest.approx(0.5 * row["mcq_accuracy"] + 0.5 * row["open_score"], abs=1e-3)
+        assert row["latency_p95_s"] >= row["latency_p50_s"] > 0
+        mine = [p for p in preds if p["row"] == name]
+        assert row["from_context"] == len([p for p in mine if p["source"] == "context"])
+        own = [0.0 if p["source"] == "context" else p["score"] for p in mine if p["type"] == "open"]
+        assert row["model_only"]["open_score"] == pytest.approx(sum(own) / len(own), abs=1e-4)
+    plot = (repo / "metrics/eval_scores.csv").read_text().splitlines()
+    assert plot[0] == "model,mcq_accuracy,open_score,total,total_model_only" and len(plot) == 4
+    rows = (repo / "submission.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "ID,Answer" and len(rows) == 7
+    assert json.loads((repo / "metrics/predict.json").read_text())["questions"] == 6
+
+
 def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
     """A second `dvc repro --force`, in a fresh clone at another path (no cache, no remote): every
     out equals the first run's, and so does every hash in the clone's lock but the timing files'."""
@@ -117,26 +138,35 @@ def test_killed_stage_resumes_to_the_outs_of_an_uninterrupted_run(repo):
     before = snapshot(repo)
     ckpt = repo / "data/distill_ckpt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "distill"], cwd=repo,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    log = repo.parent / "killed.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "distill"],
+                                cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
     while not (ckpt / "checkpoint-1" / "trainer_state.json").exists():
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, log.read_text()
         assert time.time() < deadline
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (repo / "models/distilled").exists()  # DVC cleared the out before running the stage
+    assert "anchors" in json.loads((ckpt / "distill_state.json").read_text())  # set on step 1
     try:
-        again = dvc(repo, "repro")
-        # the resumed distill writes the same adapter, so merge and everything after it is unchanged
-        assert ran(again.stdout) == ["distill"], again.stdout
+        # a plain rerun needs no training: the lock's outs come back from the cache
+        assert ran(dvc(repo, "repro").stdout) == []
+        assert snapshot(repo) == before
+        # run again (forced, as after a code change that keeps the result): it resumes from the
+        # killed run's checkpoint and writes the outs of the uninterrupted run
+        again = dvc(repo, "repro", "--force", "--single-item", "distill")
+        assert ran(again.stdout) == ["distill"] and "resuming from data/distill_ckpt/checkpoint-1" in again.stderr
+        # adaptive alpha's anchor (first batch) came back from the checkpoint too, or the adapter would differ
         assert metric(repo, "metrics/distill.json", "resumed_from_step") == 1
         after = snapshot(repo)
         a, b = json.loads(after.pop("metrics/distill.json")), json.loads(before.pop("metrics/distill.json"))
         assert {**a, "resumed_from_step": 0} == b
         assert after == before
         assert not ckpt.exists()
+        assert ran(dvc(repo, "repro").stdout) == []  # same adapter: merge and what follows stay
     finally:
         restore(repo)
 
@@ -209,7 +239,7 @@ def _push_pull(repo: Path, remote: str, setup: list[list[str]], local: list[list
     assert "secret" not in git(repo, "show", "HEAD:.dvc/config").stdout
     dvc(repo, "push", "-r", remote, "--run-cache")
     fresh = clone(repo, name)
-    assert not (fresh / ".dvc/cache").exists() and not (fresh / "models").exists()
+    assert not (fresh / ".dvc/cache").exists() and not (fresh / "models/teacher").exists()
     for args in local:
         dvc(fresh, "remote", "modify", "--local", *args)
     pulled = dvc(fresh, "repro", "--pull")
@@ -222,14 +252,21 @@ def _push_pull(repo: Path, remote: str, setup: list[list[str]], local: list[list
 def test_local_directory_remote_round_trip(repo):
     store = repo.parent / "dvc-store"
     fresh = _push_pull(repo, "store", [["add", "-d", "-f", "store", str(store)]], [], "from-local-remote")
-    # the run-cache came along: a param value the original repo ran (beta=0.2, above) is restored
-    # in the clone without running anything
-    dvc(fresh, "pull", "--run-cache")
+    # `dvc push` sends what the workspace uses; an experiment's outs go with `dvc exp push`, which
+    # also sends its git ref to a git remote. Then a clone that sets the experiment's param value is
+    # served by the run-cache and the remote: nothing runs
+    origin = repo.parent / "origin.git"
+    git(repo.parent, "init", "-q", "--bare", str(origin))
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "HEAD")
+    dvc(repo, "exp", "push", "origin", "beta-0.2")
     set_params(fresh, {"train.beta": 0.2})
-    again = dvc(fresh, "repro")
+    dvc(fresh, "pull", "--run-cache")
+    again = dvc(fresh, "repro", "--pull")
     assert ran(again.stdout) == [], again.stdout
-    assert "is cached - skipping run" in again.stdout
+    assert again.stdout.count("is cached - skipping run") == 5, again.stdout
     assert metric(fresh, "metrics/distill.json", "beta") == 0.2
+    assert json.loads(dvc(fresh, "status", "--json").stdout) == {}
 
 
 def test_s3_compatible_remote_round_trip(repo, s3_server):

@@ -34,7 +34,8 @@ OVERRIDES = {
     "gen.teacher.max_tokens": 8,
     "gen.student.max_tokens": 8,
     "train.max_steps": 2,
-    "train.warm_start_steps": 1,
+    "train.adaptive_alpha": True,  # its anchor must survive a kill: test_pipeline_dvc's resume test
+    "train.warm_start_steps": 0,
     "train.save_steps": 1,
     "train.max_length": 768,
     "train.lora.r": 4,
