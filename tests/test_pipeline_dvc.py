@@ -234,8 +234,9 @@ def _push_pull(repo: Path, remote: str, setup: list[list[str]], local: list[list
         dvc(repo, "remote", *args)
     for args in local:
         dvc(repo, "remote", "modify", "--local", *args)
-    git(repo, "add", ".dvc/config")
-    git(repo, "commit", "-qm", f"remote {remote}")
+    if setup:
+        git(repo, "add", ".dvc/config")
+        git(repo, "commit", "-qm", f"remote {remote}")
     assert "secret" not in git(repo, "show", "HEAD:.dvc/config").stdout
     dvc(repo, "push", "-r", remote, "--run-cache")
     fresh = clone(repo, name)
@@ -250,8 +251,9 @@ def _push_pull(repo: Path, remote: str, setup: list[list[str]], local: list[list
 
 
 def test_local_directory_remote_round_trip(repo):
-    store = repo.parent / "dvc-store"
-    fresh = _push_pull(repo, "store", [["add", "-d", "-f", "store", str(store)]], [], "from-local-remote")
+    # the fixture's repo has it from its first commit: ../dvc-store, next to the repo and its clones
+    fresh = _push_pull(repo, "store", [], [], "from-local-remote")
+    assert (repo.parent / "dvc-store/files/md5").is_dir()
     # `dvc push` sends what the workspace uses; an experiment's outs go with `dvc exp push`, which
     # also sends its git ref to a git remote. Then a clone that sets the experiment's param value is
     # served by the run-cache and the remote: nothing runs

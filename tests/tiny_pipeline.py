@@ -142,6 +142,9 @@ def build(repo: Path, tokenizer) -> Path:
     git(repo, "config", "user.name", "t")
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")
+    # a local directory remote from the start, as the project has: `dvc exp push` reads the remote
+    # from the experiment's own commit
+    dvc(repo, "remote", "add", "-d", "store", "../dvc-store")
     copy_code(repo)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
