@@ -5,10 +5,12 @@ killed stage, rerun, ends with the outs of an uninterrupted run; experiments (ru
 diffed) share the cache; and artifacts travel through a local directory remote and an S3-compatible
 server (moto, on loopback) with the run-cache.
 
-The tests run in file order on one module-scoped repo; each leaves the repo as it found it."""
+The tests run in file order on one module-scoped repo; each leaves the repo as it found it. The
+second forced run goes on in a clone, in the background, while they do; the last test checks it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,8 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tiny_pipeline import TIMING, build, commit_repro, dvc, git, lock_hashes, metric, ran, set_params, snapshot
+from tiny_pipeline import (TIMING, build, commit_repro, dvc, git, local_remote_path, lock_hashes, metric, ran,
+                           set_params, snapshot)
 
 STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "student_gen",
           "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"]
@@ -39,7 +43,28 @@ def repo(tmp_path_factory, gemma_tokenizer):
                  ("quantize", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)
     commit_repro(repo, "first repro")
-    return repo
+    # the second forced run goes on in a fresh clone while the other tests use this repo (the last
+    # test compares the two): it has its own cache and lock, and no remote is touched
+    other = clone(repo, "rerun")
+    log = open(repo.parent / "rerun.log", "w+", encoding="utf-8")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    _RERUN.update(dir=other, log=log, first=_digests(snapshot(repo)), lock=lock_hashes(repo, skip=TIMING),
+                  proc=subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force"], cwd=other, env=env,
+                                        stdout=log, stderr=subprocess.STDOUT, text=True))
+    yield repo
+    if _RERUN["proc"].poll() is None:
+        _RERUN["proc"].kill()
+        _RERUN["proc"].wait()
+    log.close()
+
+
+_RERUN: dict = {}
+
+
+def _digests(files: dict[str, bytes]) -> dict[str, str]:
+    return {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+
+
 
 
 def restore(repo: Path) -> None:
@@ -84,18 +109,6 @@ def test_evaluate_and_predict_outs(repo):
     rows = (repo / "submission.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "ID,Answer" and len(rows) == 7
     assert json.loads((repo / "metrics/predict.json").read_text())["questions"] == 6
-
-
-def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
-    """A second `dvc repro --force`, in a fresh clone at another path (no cache, no remote): every
-    out equals the first run's, and so does every hash in the clone's lock but the timing files'."""
-    other = clone(repo, "rerun")
-    second = dvc(other, "repro", "--force")
-    assert sorted(ran(second.stdout)) == sorted(STAGES)
-    assert snapshot(other) == snapshot(repo)
-    # the lock records every out's hash: only the timing files' differ
-    assert lock_hashes(other, skip=TIMING) == lock_hashes(repo, skip=TIMING)
-    assert json.loads(dvc(other, "status", "--json").stdout) == {}
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -253,22 +266,34 @@ def _push_pull(repo: Path, remote: str, setup: list[list[str]], local: list[list
 def test_local_directory_remote_round_trip(repo):
     # the fixture's repo has it from its first commit: ../dvc-store, next to the repo and its clones
     fresh = _push_pull(repo, "store", [], [], "from-local-remote")
-    assert (repo.parent / "dvc-store/files/md5").is_dir()
+    store = repo.parent / "dvc-store"
+    assert (store / "files/md5").is_dir() and any((store / "runs").iterdir())
     # `dvc push` sends what the workspace uses; an experiment's outs go with `dvc exp push`, which
-    # also sends its git ref to a git remote. Then a clone that sets the experiment's param value is
-    # served by the run-cache and the remote: nothing runs
+    # also sends its git ref to a git remote. A teammate's clone then pulls the experiment and
+    # applies it: every out of the experiment's lock is there, and nothing needs to run
     origin = repo.parent / "origin.git"
     git(repo.parent, "init", "-q", "--bare", str(origin))
     git(repo, "remote", "add", "origin", str(origin))
     git(repo, "push", "-q", "origin", "HEAD")
     dvc(repo, "exp", "push", "origin", "beta-0.2")
-    set_params(fresh, {"train.beta": 0.2})
-    dvc(fresh, "pull", "--run-cache")
-    again = dvc(fresh, "repro", "--pull")
-    assert ran(again.stdout) == [], again.stdout
-    assert again.stdout.count("is cached - skipping run") == 5, again.stdout
+    exp_lock = yaml.safe_load(git(repo, "show", f"{_exp_ref(repo, 'beta-0.2')}:dvc.lock").stdout)["stages"]
+    for out in exp_lock["distill"]["outs"]:
+        if out["path"] != "metrics/distill.json":  # uncached: it travels in the experiment's commit
+            md5 = out["md5"]
+            assert (store / "files/md5" / md5[:2] / md5[2:]).is_file(), out
+    git(fresh, "remote", "add", "team", str(origin))
+    local_remote_path(fresh)
+    dvc(fresh, "exp", "pull", "team", "beta-0.2")
+    dvc(fresh, "exp", "apply", "beta-0.2")
     assert metric(fresh, "metrics/distill.json", "beta") == 0.2
     assert json.loads(dvc(fresh, "status", "--json").stdout) == {}
+    assert ran(dvc(fresh, "repro").stdout) == []
+
+
+def _exp_ref(repo: Path, name: str) -> str:
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    (ref,) = [r for r in refs if r.endswith("/" + name)]
+    return ref
 
 
 def test_s3_compatible_remote_round_trip(repo, s3_server):
@@ -282,3 +307,17 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fsku-artifacts")
             for o in page.get("Contents", [])]
     assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]
+
+
+def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
+    """The second `dvc repro --force`, started by the fixture in a fresh clone at another path (no
+    cache, no remote): every out equals the first run's, and so does every hash in the clone's lock
+    but the timing files'. Last in the file: it waits for that run."""
+    proc, log, other = _RERUN["proc"], _RERUN["log"], _RERUN["dir"]
+    assert proc.wait(timeout=900) == 0
+    log.seek(0)
+    assert sorted(ran(log.read())) == sorted(STAGES)
+    assert _digests(snapshot(other)) == _RERUN["first"]
+    # the lock records every out's hash: only the timing files' differ
+    assert lock_hashes(other, skip=TIMING) == _RERUN["lock"]
+    assert json.loads(dvc(other, "status", "--json").stdout) == {}

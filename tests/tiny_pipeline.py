@@ -145,6 +145,7 @@ def build(repo: Path, tokenizer) -> Path:
     # a local directory remote from the start, as the project has: `dvc exp push` reads the remote
     # from the experiment's own commit
     dvc(repo, "remote", "add", "-d", "store", "../dvc-store")
+    local_remote_path(repo)
     copy_code(repo)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
@@ -160,6 +161,14 @@ def build(repo: Path, tokenizer) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny pipeline")
     return repo
+
+
+def local_remote_path(repo: Path) -> None:
+    """What `make setup` does for the project's remote: repeat its relative path in .dvc/config.local.
+    `dvc exp push/pull` read an experiment's config from its commit and resolve a relative remote
+    path there against the root of the filesystem, not the clone; the local config is read from the
+    clone, so its path wins and resolves right."""
+    dvc(repo, "remote", "modify", "--local", "store", "url", "../dvc-store")
 
 
 def commit_repro(repo: Path, message: str) -> None:
