@@ -65,8 +65,6 @@ def _digests(files: dict[str, bytes]) -> dict[str, str]:
     return {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
 
 
-
-
 def restore(repo: Path) -> None:
     """Back to the committed state: params, lock and uncached metrics from git, cached outs from DVC."""
     git(repo, "checkout", "--", ".")
