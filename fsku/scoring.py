@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 from fsku.questions import Question
 
+_LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*)?(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_WORD_CHAR = re.compile(r"\w")
 _ANSWER_MARK = re.compile(r"정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
 _NUMBER = re.compile(r"(?<!\d)([1-9])(?!\d)")
 
@@ -27,6 +30,48 @@ def extract_choice(text: str, n_options: int) -> int | None:
         if 1 <= int(m.group(1)) <= n_options:
             return int(m.group(1))
     return None
+
+
+def loop_reason(text: str, max_repeat_fraction: float = 0.5) -> str | None:
+    """"repetition" when one line (of 4 or more) or one word 4-gram (seen 3 times or more) covers
+    more than ``max_repeat_fraction`` of the text: the loop a small model falls into at greedy decoding."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    if len(lines) >= 4 and Counter(lines).most_common(1)[0][1] / len(lines) > max_repeat_fraction:
+        return "repetition"
+    words = text.split()
+    grams = [" ".join(words[i:i + 4]) for i in range(len(words) - 3)]
+    if len(grams) >= 4:
+        top = Counter(grams).most_common(1)[0][1]
+        if top * 4 / len(words) > max_repeat_fraction and top >= 3:
+            return "repetition"
+    return None
+
+
+def open_answer_problem(text: str, max_repeat_fraction: float = 0.5) -> str | None:
+    """Why an open-ended answer says nothing (``empty``, ``punctuation``: no letter or digit at all,
+    ``no_hangul``, ``repetition``), or None for an answer worth scoring. FSKU answers are Korean."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if not _WORD_CHAR.search(stripped):
+        return "punctuation"
+    if not _HANGUL.search(stripped):
+        return "no_hangul"
+    return loop_reason(stripped, max_repeat_fraction)
+
+
+def leading_choice(text: str, n_options: int) -> int | None:
+    """The option number an answer starts with ("정답: 3 ...", "3 ..."), when it is in range."""
+    m = _LEADING_CHOICE.match(text)
+    return int(m.group(1)) if m and 1 <= int(m.group(1)) <= n_options else None
+
+
+def format_problem(text: str, kind: str, n_options: int = 0) -> str | None:
+    """Why a generated answer is out of the expected format, or None: a multiple-choice answer must
+    name a valid option number first; an open-ended one must pass ``open_answer_problem``."""
+    if kind == "mcq":
+        return None if leading_choice(text, n_options) else "no_leading_choice"
+    return open_answer_problem(text)
 
 
 def keyword_score(pred: str, keywords: list[str]) -> float:

@@ -21,6 +21,7 @@ from typing import Literal
 
 from fsku.config import field
 from fsku.questions import Question
+from fsku.scoring import loop_reason
 
 
 @dataclass
@@ -39,16 +40,7 @@ def degenerate_reason(text: str, cfg: PairsConfig) -> str | None:
     stripped = text.strip()
     if len(stripped) < cfg.min_chars:
         return "empty"
-    lines = [x.strip() for x in stripped.splitlines() if x.strip()]
-    if len(lines) >= 4 and Counter(lines).most_common(1)[0][1] / len(lines) > cfg.max_repeat_fraction:
-        return "repetition"
-    words = stripped.split()
-    grams = [" ".join(words[i:i + 4]) for i in range(len(words) - 3)]
-    if len(grams) >= 4:
-        top = Counter(grams).most_common(1)[0][1]
-        if top * 4 / len(words) > cfg.max_repeat_fraction and top >= 3:
-            return "repetition"
-    return None
+    return loop_reason(stripped, cfg.max_repeat_fraction)
 
 
 def is_test(prompt_id: str, cfg: PairsConfig) -> bool:
