@@ -4,6 +4,17 @@
 The embedding model is a parameter: the benchmark's own is ``paraphrase-multilingual-MiniLM-L12-v2``;
 offline the project's encoder stands in, and ``char-bigram`` needs no model at all. The name used
 is always reported next to the score, since open-ended scores from different models do not compare.
+
+One deliberate departure from the benchmark: an open-ended prediction that says nothing
+(``fsku.scoring.open_answer_problem``: empty, punctuation only, no Hangul, or a repeated n-gram loop)
+scores 0, cosine and keywords both, and its item is marked ``degenerate: <reason>``. Any embedding
+model gives such text some similarity to a Korean reference (the project's static encoder credits
+". . . ." with 0.12-0.17; a sentence-embedding model such as the benchmark's MiniLM gives
+punctuation a nonzero cosine too), so a collapsed model would otherwise gain from saying nothing.
+Scored this way, a degenerate answer can never beat the constant-answer baseline ("."), which is
+itself degenerate and scores 0. Well-formed answers get the benchmark's formula unchanged; the
+benchmark's own scorer would give degenerate answers their small cosine, so project scores of a
+model that emits them are slightly below what the benchmark would report, on purpose.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fsku.questions import Question
-from fsku.scoring import char_ngram_cosine, keyword_score
+from fsku.scoring import char_ngram_cosine, keyword_score, open_answer_problem
 
 CHAR_BIGRAM = "char-bigram"
 
@@ -48,10 +59,12 @@ def default_similarity() -> str:
 
 def score_items(golds: list[Question], preds: dict[str, str], similarity: Similarity) -> list[dict]:
     """Per-question scores: MCQ ``correct``; open-ended ``cosine``, ``keyword`` and ``score``. An ID
-    with no prediction scores 0 and is marked ``missing``."""
+    with no prediction scores 0 and is marked ``missing``; an open-ended prediction that says nothing
+    (``open_answer_problem``) scores 0 and is marked ``degenerate`` with the reason (module docstring)."""
     open_q = [q for q in golds if not q.is_mcq]
-    cos = dict(zip([q.id for q in open_q], similarity([preds.get(q.id, "") for q in open_q],
-                                                        [q.answer for q in open_q])))
+    problem = {q.id: open_answer_problem(preds[q.id]) for q in open_q if q.id in preds}
+    scored = [q for q in open_q if q.id in preds and problem[q.id] is None]
+    cos = dict(zip([q.id for q in scored], similarity([preds[q.id] for q in scored], [q.answer for q in scored])))
     out = []
     for q in golds:
         pred = preds.get(q.id)
@@ -60,9 +73,12 @@ def score_items(golds: list[Question], preds: dict[str, str], similarity: Simila
         if q.is_mcq:
             rec["correct"] = float(pred.strip() == q.answer.strip())
             rec["score"] = rec["correct"]
+        elif q.id not in cos:  # missing or degenerate
+            if not rec["missing"]:
+                rec["degenerate"] = problem[q.id]
+            rec.update(cosine=0.0, keyword=0.0, score=0.0)
         else:
-            c = 0.0 if rec["missing"] or not pred.strip() else cos[q.id]
-            k = keyword_score(pred, q.keywords) if pred.strip() else 0.0
+            c, k = cos[q.id], keyword_score(pred, q.keywords)
             rec.update(cosine=round(c, 6), keyword=round(k, 6), score=round(0.6 * c + 0.4 * k, 6))
         out.append(rec)
     return out
@@ -87,6 +103,7 @@ def summarize(items: list[dict]) -> dict:
         if opn:
             res["open_cosine"] = round(float(np.mean([r["cosine"] for r in opn])), 4)
             res["open_keyword"] = round(float(np.mean([r["keyword"] for r in opn])), 4)
+            res["open_degenerate"] = sum(bool(r.get("degenerate")) for r in opn)
         res["total"] = _total(res["mcq_accuracy"], res["open_score"])
         if any("source" in r for r in rows):
             # the same with every answer the model did not give (a context fallback) scored 0:

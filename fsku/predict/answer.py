@@ -3,8 +3,13 @@
 Every question gets an answer, whatever happens: a multiple-choice question whose generated answer
 names no valid option, is cut off by the time limit, or whose model call raised, is answered by
 the likeliest option (or, if the model itself failed, by the option closest to the retrieved
-context); an empty, late or failed open-ended answer is composed from the top retrieved chunk.
-Each record says whether, and why, a fallback answered.
+context); a degenerate (``fsku.scoring.open_answer_problem``: empty, punctuation only, no
+Hangul, or a loop), late or failed open-ended answer is composed from the top retrieved chunk.
+Each record says whether, and why, a fallback answered: ``fallback`` is None for the model's own
+answer, else the reason (``timeout``, ``error``, ``budget``, ``no_choice``, or
+``degenerate:<reason>``, whose record keeps the model's text as ``generated``); ``source`` says
+who chose the answer: ``model`` (its generation or its option scores) or ``context`` (the
+retrieved chunks, no model).
 
 The time budget is checked after every batch: when the time spent plus the remaining questions at
 the observed rate would overrun it, answering steps down to ``fast`` (options by likelihood, short
@@ -28,7 +33,7 @@ from fsku.gen.prompts import user_prompt
 from fsku.predict.config import AnswerConfig
 from fsku.predict.fallback import answer_from_context, option_by_overlap
 from fsku.questions import Question
-from fsku.scoring import extract_choice
+from fsku.scoring import extract_choice, open_answer_problem
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +234,12 @@ class Answerer:
                 recs[it.key] = self._fallback(it, "error", mode, per_q)
                 continue
             text = " ".join(outs[i]["text"].split())
-            if outs[i]["finish_reason"] == "time" or not text:  # an answer cut off by the limit is incomplete
-                reason = "timeout" if outs[i]["finish_reason"] == "time" else "empty"
-                recs[it.key] = self._fallback(it, reason, mode, per_q)
+            problem = open_answer_problem(outs[i]["text"])  # before the join: a loop of lines counts
+            if outs[i]["finish_reason"] == "time":  # an answer cut off by the limit is incomplete
+                recs[it.key] = self._fallback(it, "timeout", mode, per_q)
+            elif problem:  # says nothing (empty, punctuation, no Hangul, a loop): keep what it said
+                recs[it.key] = {**self._fallback(it, f"degenerate:{problem}", mode, per_q), "generated": text,
+                                "finish_reason": outs[i]["finish_reason"]}
             else:
                 recs[it.key] = self._record(it, mode, text, per_q, finish_reason=outs[i]["finish_reason"])
         return recs
