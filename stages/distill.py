@@ -23,7 +23,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--pairs", default="data/pairs")
     p.add_argument("--teacher", default="models/teacher")
-    p.add_argument("--student", default="models/student_init")
+    p.add_argument("--student", default="models/student_sft")  # the sft stage's out
     p.add_argument("--out", default="models/distilled")
     p.add_argument("--checkpoints", default="data/distill_ckpt")
     p.add_argument("--log-dir", default="metrics/distill_log")

@@ -17,7 +17,7 @@ from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
 from fsku.stage import parser, run, seed_everything
 
-ROWS = {"student": "models/student_init", "distilled": "models/merged", "quantized": "models/quantized",
+ROWS = {"student": "models/student_init", "sft": "models/student_sft", "distilled": "models/merged", "quantized": "models/quantized",
         "teacher": "models/teacher"}
 
 

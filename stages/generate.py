@@ -18,13 +18,13 @@ from fsku.io import read_jsonl, write_json
 from fsku.models.adapter import tokenizer_source
 from fsku.stage import parser, run, seed_everything
 
-MODELS = {"teacher": "models/teacher", "student": "models/student_init"}
+MODELS = {"teacher": "models/teacher", "student": "models/student_sft"}  # the student after sft
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("who", choices=sorted(MODELS))
-    p.add_argument("--model", default=None, help="model dir (default: models/teacher or models/student_init)")
+    p.add_argument("--model", default=None, help="model dir (default: models/teacher or models/student_sft)")
     p.add_argument("--prompts", default="data/gen/prompts.jsonl")
     p.add_argument("--out", default=None, help="default: data/gen/{who}.jsonl")
     p.add_argument("--stats", default=None, help="default: data/gen/{who}.stats.json")

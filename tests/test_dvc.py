@@ -34,6 +34,7 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
     params = yaml.safe_load((root / "params.yaml").read_text())
     from fsku.gen.config import GenConfig, PromptsConfig
     from fsku.distill.config import TrainConfig
+    from fsku.distill.sft import SftConfig
     from fsku.gen.pairs import PairsConfig
     from fsku.predict.config import EvalConfig, PredictConfig
     from fsku.quantize import QuantConfig
@@ -47,6 +48,7 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                                   "student_model": ("student", StudentConfig),
                                   "prompts": ("prompts", PromptsConfig), "teacher_gen": ("gen", GenConfig),
                                   "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig),
+                                  "sft": ("sft", SftConfig),
                                   "distill": ("train", TrainConfig), "quantize": ("quant", QuantConfig),
                                   "evaluate": ("eval", EvalConfig), "predict": ("predict", PredictConfig)}.items():
         tracked = stages[stage]["params"]
@@ -65,26 +67,33 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                     for v in n.values():
                         walk(v)
             walk(node)
+    # sft also reads the held-out split of pairs (its test prompts stay unseen)
+    assert {"pairs.test_fraction", "pairs.seed"} <= set(stages["sft"]["params"])
+
+
+# sft trains the student on the teacher's answers: the student's own answers follow the teacher's
+FROM_SFT = {"sft", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}
 
 
 @pytest.mark.parametrize("param, expected", [
-    ("gen.teacher.temperature", {"teacher_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
-    ("gen.student.max_tokens", {"student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
-    ("student.keep_layers", {"student_model", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
-    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
-    ("pairs.test_fraction", {"pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("gen.teacher.temperature", {"teacher_gen"} | FROM_SFT),
+    ("gen.student.max_tokens", FROM_SFT - {"sft"}),
+    ("student.keep_layers", {"student_model"} | FROM_SFT),
+    ("teacher.model", {"teacher_model", "student_model", "teacher_gen"} | FROM_SFT),
+    ("pairs.test_fraction", FROM_SFT),  # sft leaves the prompts pairs holds out unseen
+    ("pairs.seed", FROM_SFT),
     ("pairs.strategy", {"pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("sft.steps", FROM_SFT),
+    ("sft.lora.enabled", FROM_SFT),
     ("train.beta", {"distill", "merge", "quantize", "evaluate", "predict"}),
     ("train.lora.r", {"distill", "merge", "quantize", "evaluate", "predict"}),
-    ("prompts.top_k", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
-    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("prompts.top_k", {"prompts", "teacher_gen"} | FROM_SFT),
+    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen"} | FROM_SFT),
     ("quant.method", {"quantize", "evaluate", "predict"}),
     ("eval.mcq_mode", {"evaluate"}),
     ("predict.time_budget_s", {"predict"}),
-    ("prompts.max_context_chars", {"prompts", "teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge",
-                                   "quantize", "evaluate", "predict"}),
-    ("gen.max_model_len", {"teacher_gen", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize",
-                           "evaluate", "predict"}),
+    ("prompts.max_context_chars", {"prompts", "teacher_gen"} | FROM_SFT),
+    ("gen.max_model_len", {"teacher_gen"} | FROM_SFT),
     ("gen.shards", set()),  # by design: sharding does not change the final out
 ])
 def test_param_reruns_exactly_its_downstream_stages(root, param, expected):

@@ -1,0 +1,181 @@
+"""Supervised fine-tuning of the initial student on the teacher's answers (sequence-level KD): the
+first step of DistiLLM-2's recipe, before the student's own answers become the rejected side.
+
+The examples are TRL's prompt-completion format: the prompt is the user prompt formatted exactly as
+the student sees it at generation time (``format_prompt`` without the teacher-only system prompt),
+the completion the teacher's answer. ``SFTTrainer`` appends the tokenizer's EOS to each completion,
+so the student learns to stop, and puts the loss on completion tokens only. Only answers in the
+answer format are kept (``fsku.scoring.format_problem``), and the prompts that ``pairs`` holds out
+as test pairs are left out so those stay unseen; their in-format answers measure the loss before
+and after training. A LoRA adapter is merged into the model before saving: the out is a plain model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fsku.config import ConfigError, field
+from fsku.distill.config import LoraParams
+from fsku.gen.format import format_prompt
+from fsku.gen.pairs import PairsConfig, is_test
+from fsku.io import atomic_dir, read_jsonl, save_tokenizer, write_json
+from fsku.scoring import format_problem
+
+log = logging.getLogger(__name__)
+
+
+def _full_finetuning() -> LoraParams:
+    return LoraParams(enabled=False)
+
+
+@dataclass
+class SftConfig:
+    """``params.yaml`` section ``sft``; names follow TRL's ``SFTConfig`` where it has them."""
+    steps: int = field(16, ge=0, doc="optimizer steps; 0 passes the student through unchanged")
+    learning_rate: float = field(1e-4, gt=0.0, le=1.0)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = field(0.0, ge=0.0)
+    max_grad_norm: float = field(1.0, gt=0.0)
+    max_length: int = field(1024, ge=16, doc="prompt + answer + EOS tokens; longer examples are dropped")
+    per_device_train_batch_size: int = field(2, ge=1)
+    gradient_accumulation_steps: int = field(1, ge=1)
+    seed: int = 0
+    gradient_checkpointing: bool = field(False, doc="recompute activations (less memory, ~20% slower)")
+    require_format: bool = field(True, doc="keep only answers in the answer format (format_problem)")
+    lora: LoraParams = field(default_factory=_full_finetuning)
+
+    def validate(self) -> None:
+        if self.lora.enabled and not self.lora.target_modules:
+            raise ConfigError("lora.target_modules: empty; name the modules LoRA adapts")
+
+
+def select_examples(teacher: list[dict], n_options: dict[str, int], pairs_cfg: PairsConfig, tokenizer,
+                    require_format: bool = True) -> tuple[list[dict], list[dict], Counter]:
+    """(train, held_out, dropped by reason): teacher answers as {"prompt", "completion"} examples.
+    held_out holds the usable answers to the prompts that ``pairs`` keeps as test pairs; out-of-format
+    answers (by ``format_problem``'s reason) and those to test prompts never reach train."""
+    train, held_out, dropped = [], [], Counter()
+    for rec in teacher:
+        text = rec["text"].strip()
+        problem = None
+        if require_format:
+            problem = format_problem(text, rec["type"], n_options.get(rec["prompt_id"], 0))
+        elif not text:
+            problem = "empty"
+        if problem:
+            dropped[f"format_{problem}"] += 1
+            continue
+        example = {"prompt_id": rec["prompt_id"], "prompt": format_prompt(tokenizer, rec["prompt"]),
+                   "completion": text}
+        if is_test(rec["prompt_id"], pairs_cfg):
+            dropped["test_prompt"] += 1
+            held_out.append(example)
+        else:
+            train.append(example)
+    return train, held_out, dropped
+
+
+def drop_too_long(examples: list[dict], tokenizer, max_length: int, dropped: Counter | None) -> list[dict]:
+    """Examples whose prompt + answer + EOS fit in ``max_length`` tokens (a cut answer would teach the
+    student to stop nowhere)."""
+    kept = []
+    for e in examples:
+        n = len(tokenizer(e["prompt"] + e["completion"] + tokenizer.eos_token).input_ids)
+        if n <= max_length:
+            kept.append(e)
+        elif dropped is not None:
+            dropped["too_long"] += 1
+    return kept
+
+
+def pass_through(student_dir: str | Path, out_dir: str | Path) -> None:
+    """``sft.steps: 0``: the initial student, its files copied byte for byte."""
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(student_dir, tmp, dirs_exist_ok=True)
+
+
+def build_trainer(cfg: SftConfig, model, tokenizer, train: list[dict], held_out: list[dict], output_dir: str):
+    """TRL's SFTTrainer on prompt-completion examples: completion-only loss, EOS appended by TRL."""
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_progress_bars()
+    args = SFTConfig(
+        output_dir=output_dir, max_steps=cfg.steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length, completion_only_loss=True, packing=False,
+        seed=cfg.seed, data_seed=cfg.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=cfg.gradient_checkpointing, save_strategy="no", logging_steps=1, report_to="none",
+        disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
+    )
+    peft_config = None
+    if cfg.lora.enabled:
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    cols = ("prompt", "completion")
+    as_ds = lambda rows: datasets.Dataset.from_list([{k: e[k] for k in cols} for e in rows])  # noqa: E731
+    return SFTTrainer(model=model, args=args, train_dataset=as_ds(train),
+                      eval_dataset=as_ds(held_out) if held_out else None, processing_class=tokenizer,
+                      peft_config=peft_config)
+
+
+def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_file: Path, student_dir: str,
+            out_dir: Path, metrics_file: Path) -> dict:
+    """Train (or pass through), write ``out_dir`` (a plain model + tokenizer) and the metrics."""
+    start = time.perf_counter()
+    if cfg.steps == 0:
+        pass_through(student_dir, out_dir)
+        summary = {"steps": 0, "passed_through": True, "seconds": round(time.perf_counter() - start, 1)}
+        write_json(metrics_file, summary)
+        return summary
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    n_options = {p["prompt_id"]: int(p.get("n_options") or 0) for p in read_jsonl(prompts_file)}
+    teacher = read_jsonl(teacher_file)
+    train, held_out, dropped = select_examples(teacher, n_options, pairs_cfg, tokenizer, cfg.require_format)
+    train = drop_too_long(train, tokenizer, cfg.max_length, dropped)
+    held_out = drop_too_long(held_out, tokenizer, cfg.max_length, None)
+    if len(train) < 2:
+        raise ValueError(f"{teacher_file}: {len(train)} usable teacher answer(s) for sft (dropped: "
+                         f"{dict(sorted(dropped.items())) or 'none'}); it needs at least 2. Check the teacher's "
+                         "answers (metrics/generation.json), or set sft.steps: 0 to pass the student through")
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
+        trainer = build_trainer(cfg, model, tokenizer, train, held_out, tmp)
+        before = trainer.evaluate()["eval_loss"] if held_out else None
+        trainer.train()
+        after = trainer.evaluate()["eval_loss"] if held_out else None
+    trained = trainer.model
+    if cfg.lora.enabled:
+        trained = trained.merge_and_unload()
+    with atomic_dir(out_dir) as tmp:
+        trained.eval().save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    r4 = lambda x: None if x is None else round(float(x), 4)  # noqa: E731
+    summary = {
+        "steps": trainer.state.global_step, "lora": cfg.lora.enabled,
+        "examples": len(train), "held_out_examples": len(held_out), "teacher_answers": len(teacher),
+        "dropped": dict(sorted(dropped.items())),
+        "loss_first": r4(losses[0]) if losses else None, "loss_last": r4(losses[-1]) if losses else None,
+        "held_out_loss_before": r4(before), "held_out_loss_after": r4(after),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    write_json(metrics_file, summary)
+    return summary

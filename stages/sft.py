@@ -1,0 +1,29 @@
+"""Stage `sft`: the initial student fine-tuned on the teacher's in-format answers (TRL SFTTrainer,
+LoRA merged or full) -> models/student_sft (a plain model) and metrics/sft.json. The prompts that
+`pairs` holds out as test pairs are left out. sft.steps 0 passes models/student_init through."""
+
+from pathlib import Path
+
+from fsku.config import load_section
+from fsku.distill.sft import SftConfig, run_sft
+from fsku.gen.pairs import PairsConfig
+from fsku.stage import parser, run, seed_everything
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--teacher-gen", default="data/gen/teacher.jsonl")
+    p.add_argument("--prompts", default="data/gen/prompts.jsonl")
+    p.add_argument("--student", default="models/student_init")
+    p.add_argument("--out", default="models/student_sft")
+    p.add_argument("--metrics", default="metrics/sft.json")
+    args = p.parse_args()
+    cfg = load_section(SftConfig, "sft", args.params)
+    pairs_cfg = load_section(PairsConfig, "pairs", args.params)
+    seed_everything(cfg.seed)
+    print(run_sft(cfg, pairs_cfg, Path(args.teacher_gen), Path(args.prompts), args.student, Path(args.out),
+                  Path(args.metrics)))
+
+
+if __name__ == "__main__":
+    run(main)
