@@ -1,5 +1,8 @@
 """Stage `evaluate`: the FSKU metric on data/raw/questions/eval.csv for the student before
-distillation, the distilled (merged) and the quantized model, and optionally the teacher.
+distillation, the distilled (merged) and the quantized model, and the teacher (eval.teacher), read
+against baseline rows that need no model (fsku/predict/baselines.py): each model row reports its
+margin over the best baseline, its MCQ agreement with the teacher, its MCQ answer distribution,
+whether it collapsed onto one option, and how many open answers it gave degenerate.
 
     python -m stages.evaluate [--questions mcq.csv open.csv] [--rows student quantized]
 """
@@ -11,7 +14,9 @@ from fsku.config import load_section
 from fsku.gen.config import GenConfig, PromptsConfig
 from fsku.io import write_json, write_jsonl, write_text
 from fsku.metric import Similarity, score_items, summarize
+from fsku.predict.baselines import best_baseline, evaluate_baselines, margins, mcq_agreement, retrieve
 from fsku.predict.config import EvalConfig
+from fsku.predict.health import mcq_distribution
 from fsku.predict.run import answer_with_model, load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
@@ -19,6 +24,7 @@ from fsku.stage import parser, run, seed_everything
 
 ROWS = {"student": "models/student_init", "sft": "models/student_sft", "distilled": "models/merged", "quantized": "models/quantized",
         "teacher": "models/teacher"}
+BASELINE_SEED = 0  # the random MCQ baseline's draw
 
 
 def main() -> None:
@@ -43,10 +49,18 @@ def main() -> None:
     rows = args.rows or ["student", "distilled", "quantized"] + (["teacher"] if cfg.teacher else [])
     search = load_retriever(args.index, load_section(IndexConfig, "index", args.params)) if args.index else None
     similarity = Similarity(cfg.similarity_model)
+    baselines, predictions = evaluate_baselines(questions, retrieve(questions, search, prompts_cfg.top_k), similarity,
+                                                seed=BASELINE_SEED)
+    best = best_baseline(baselines)
+    gold = [{"type": "mcq", "answer": q.answer, "n_options": len(q.options)} for q in questions if q.is_mcq]
     report = {"similarity_model": cfg.similarity_model, "questions": len(questions),
               "mcq": sum(q.is_mcq for q in questions), "open": sum(not q.is_mcq for q in questions),
-              "mcq_mode": cfg.mcq_mode, "rows": {}}
-    predictions = []
+              "mcq_mode": cfg.mcq_mode, "gold_mcq_distribution": mcq_distribution(gold),
+              "baselines": baselines, "best_baseline": best, "rows": {}}
+    for name, b in baselines.items():
+        print(f"baseline {name}: " + (f"mcq {b['mcq_accuracy']}" if b["kind"] == "mcq" else f"open {b['open_score']}")
+              + (f" (expected {b['mcq_expected_accuracy']})" if "mcq_expected_accuracy" in b else ""), flush=True)
+    answers = {}
     for row in rows:
         t = time.perf_counter()
         records, stats = answer_with_model(ROWS[row], questions, search, cfg, gen_cfg, prompts_cfg)
@@ -55,21 +69,42 @@ def main() -> None:
             item["source"] = rec["source"]
         summary = summarize(items)
         summary.update({k: stats[k] for k in ("backend", "latency_p50_s", "latency_p95_s", "questions_per_min",
-                                               "fallbacks")}, model=ROWS[row])
+                                               "fallbacks", "collapsed", "mcq_top_answer", "mcq_top_share",
+                                               "mcq_distribution", "degenerate_open")}, model=ROWS[row])
+        summary["margin"] = margins(summary, best)
         report["rows"][row] = summary
+        answers[row] = records
         for rec, item in zip(records, items):
             predictions.append({"row": row, "id": rec["id"], "type": rec["type"], "answer": rec["answer"],
                                 "confidence": rec["confidence"], "fallback": rec["fallback"], "source": rec["source"],
-                                **{k: item[k] for k in ("correct", "cosine", "keyword", "score") if k in item}})
+                                **{k: item[k] for k in ("correct", "cosine", "keyword", "score", "degenerate")
+                                   if k in item}})
         print(f"{row}: total {summary['total']} (mcq {summary['mcq_accuracy']}, open {summary['open_score']}; "
-              f"model only {summary['model_only']['total']}) in {time.perf_counter() - t:.0f} s", flush=True)
+              f"model only {summary['model_only']['total']}; margin over the best baseline {summary['margin']}"
+              f"{'; COLLAPSED' if summary['collapsed'] else ''}) in {time.perf_counter() - t:.0f} s", flush=True)
         gc.collect()
+    for row, summary in report["rows"].items():  # the teacher row is last: agreement once all are in
+        summary["teacher_agreement"] = (mcq_agreement(answers[row], answers["teacher"])
+                                        if "teacher" in answers and row != "teacher" else None)
     write_jsonl(args.out, predictions)
     write_json(args.metrics, report)
-    lines = ["model,mcq_accuracy,open_score,total,total_model_only"]
-    lines += [f"{row},{s['mcq_accuracy']},{s['open_score']},{s['total']},{s['model_only']['total']}"
-              for row, s in report["rows"].items()]
-    write_text(args.plot, "\n".join(lines) + "\n")
+    write_text(args.plot, plot_csv(report))
+
+
+def plot_csv(report: dict) -> str:
+    """metrics/eval_scores.csv: one line per baseline, the best baselines combined, and each model.
+    A baseline answers one kind of question, so the other kind's cells and its total are empty."""
+    def cell(x):
+        return "" if x is None else str(x)
+
+    lines = ["row,kind,mcq_accuracy,open_score,total,total_model_only"]
+    lines += [f"{name},baseline,{cell(b['mcq_accuracy'])},{cell(b['open_score'])},," for name, b in report["baselines"].items()]
+    best = report["best_baseline"]
+    lines.append(f"best_baseline,baseline,{cell((best['mcq'] or {}).get('accuracy'))},"
+                 f"{cell((best['open'] or {}).get('score'))},{cell(best['total'])},")
+    lines += [f"{row},model,{cell(s['mcq_accuracy'])},{cell(s['open_score'])},{cell(s['total'])},"
+              f"{cell(s['model_only']['total'])}" for row, s in report["rows"].items()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from fsku.gen.config import GenConfig
 from fsku.io import atomic_path, write_jsonl
 from fsku.predict.answer import AnswerCache, Answerer, Budget, prepare, settings_salt
 from fsku.predict.config import AnswerConfig, PredictConfig
+from fsku.predict.health import answer_health
 from fsku.questions import Question
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def answer_with_model(model_dir: str | Path, questions: list[Question], search, 
     stats = {"model": str(model_dir), "backend": backend.name, "load_s": round(load_s, 2),
              "answer_s": round(wall, 2), **timing(fresh, wall), "cached": answerer.stats["cached"],
              "fallbacks": _count(r["fallback"] for r in records if r["fallback"]),
-             "modes": _count(r["mode"] for r in records)}
+             "modes": _count(r["mode"] for r in records),
+             **answer_health(records, str(model_dir))}  # collapsed, mcq_distribution, degenerate_open
     if budget is not None:
         stats["mode_switches"] = budget.switches
     del backend
