@@ -92,7 +92,8 @@ def test_evaluate_and_predict_outs(repo):
     """What the last two stages wrote: every row scored with the FSKU metric, the model-only part
     consistent with the per-question records, the plot data, and a valid submission."""
     m = json.loads((repo / "metrics/eval.json").read_text())
-    assert list(m["rows"]) == ["student", "distilled", "quantized"] and m["similarity_model"] == "models/encoder"
+    assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"] and m["similarity_model"] == "models/encoder"
+    assert len(m["baselines"]) == 6 and m["best_baseline"]["total"] is not None
     preds = [json.loads(x) for x in (repo / "data/eval/predictions.jsonl").read_text().splitlines()]
     for name, row in m["rows"].items():
         assert row["mcq"] == 4 and row["open"] == 2 and set(row["by_domain"]) == {"전자금융거래"}
@@ -103,10 +104,12 @@ def test_evaluate_and_predict_outs(repo):
         own = [0.0 if p["source"] == "context" else p["score"] for p in mine if p["type"] == "open"]
         assert row["model_only"]["open_score"] == pytest.approx(sum(own) / len(own), abs=1e-4)
     plot = (repo / "metrics/eval_scores.csv").read_text().splitlines()
-    assert plot[0] == "model,mcq_accuracy,open_score,total,total_model_only" and len(plot) == 4
+    assert plot[0] == "row,kind,mcq_accuracy,open_score,total,total_model_only" and len(plot) == 1 + 6 + 1 + 4
+    assert all(isinstance(row["collapsed"], bool) and "teacher_agreement" in row for row in m["rows"].values())
     rows = (repo / "submission.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "ID,Answer" and len(rows) == 7
-    assert json.loads((repo / "metrics/predict.json").read_text())["questions"] == 6
+    pm = json.loads((repo / "metrics/predict.json").read_text())
+    assert pm["questions"] == 6 and isinstance(pm["collapsed"], bool) and sum(pm["mcq_distribution"].values()) == pm["mcq"]
 
 
 @pytest.mark.parametrize("key, value, expected", [
