@@ -224,3 +224,49 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     assert plot[-1]["total"] == str(m["rows"]["teacher"]["total"])
     preds = [json.loads(x) for x in (tmp_path / "data/eval/predictions.jsonl").read_text().splitlines()]
     assert {p["row"] for p in preds} == {*m["baselines"], "student", "teacher"}
+
+
+class CollapsedBackend:
+    """Answers "정답: 1" to every multiple-choice prompt and ". . . ." to every open one, as the
+    collapsed students did (the two kinds are told apart by their token limits)."""
+
+    name = "scripted"
+    tokenizer = type("NoTemplate", (), {"chat_template": None})()
+
+    def __init__(self, mcq_max_tokens):
+        self.mcq_max_tokens = mcq_max_tokens
+
+    def generate(self, prompts, sp, seed=0, max_time=None):
+        text = "정답: 1" if sp.max_tokens == self.mcq_max_tokens else ". . . ."
+        return [{"text": text, "finish_reason": "stop"} for _ in prompts]
+
+
+def test_predict_command_flags_a_collapsed_model(tmp_path, monkeypatch, caplog):
+    """`python -m fsku predict` (and so the predict stage) writes collapsed: true, the MCQ answer
+    distribution and the degenerate open answers, each answered from the context instead."""
+    import fsku.predict.run as predict_run
+    from fsku.cli import main as cli
+
+    monkeypatch.setattr(predict_run, "make_backend", lambda kind, model_dir, cfg: CollapsedBackend(5))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"x")
+    qs = load_questions(ROOT / "data/raw/test.csv")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"predict": {"mcq_mode": "generate", "mcq_max_tokens": 5, "max_tokens": 7,
+                                                  "fast_max_tokens": 7}, "prompts": {"top_k": 0}}))
+    out, metrics = tmp_path / "sub.csv", tmp_path / "m.json"
+    with caplog.at_level(logging.WARNING):
+        assert cli(["predict", "--model", str(model), "--test", str(ROOT / "data/raw/test.csv"), "--out", str(out),
+                    "--index", "", "--params", str(params), "--cache", "", "--metrics", str(metrics)]) == 0
+    m = json.loads(metrics.read_text())
+    n_mcq, n_open = sum(q.is_mcq for q in qs), sum(not q.is_mcq for q in qs)
+    assert m["collapsed"] is True and m["mcq_top_answer"] == "1" and m["mcq_top_share"] == 1.0
+    assert m["mcq_distribution"]["1"] == n_mcq and sum(m["mcq_distribution"].values()) == n_mcq
+    assert m["degenerate_open"] == {"count": n_open, "share": 1.0, "reasons": {"punctuation": n_open}}
+    assert "collapsed" in caplog.text
+    side = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    opn = [s for s in side if s["type"] == "open"]
+    assert all(s["fallback"] == "degenerate:punctuation" and s["source"] == "context" and s["generated"] == ". . . ."
+               for s in opn)
+    assert all(". . ." not in s["answer"] for s in opn)
