@@ -98,7 +98,8 @@ def plot_csv(report: dict) -> str:
         return "" if x is None else str(x)
 
     lines = ["row,kind,mcq_accuracy,open_score,total,total_model_only"]
-    lines += [f"{name},baseline,{cell(b['mcq_accuracy'])},{cell(b['open_score'])},," for name, b in report["baselines"].items()]
+    lines += [f"{name},baseline,{cell(b['mcq_accuracy'])},{cell(b['open_score'])},,"
+              for name, b in report["baselines"].items()]
     best = report["best_baseline"]
     lines.append(f"best_baseline,baseline,{cell((best['mcq'] or {}).get('accuracy'))},"
                  f"{cell((best['open'] or {}).get('score'))},{cell(best['total'])},")

@@ -62,7 +62,8 @@ def expected_random_accuracy(questions: list[Question]) -> float | None:
     return round(sum(1 / len(q.options) for q in mcq) / len(mcq), 4) if mcq else None
 
 
-def baseline_answers(questions: list[Question], hits: dict[str, list[dict]], seed: int = 0) -> dict[str, dict[str, str]]:
+def baseline_answers(questions: list[Question], hits: dict[str, list[dict]],
+                     seed: int = 0) -> dict[str, dict[str, str]]:
     """``{baseline name: {question id: answer}}``; each baseline answers only its own kind."""
     mcq = [q for q in questions if q.is_mcq]
     opn = [q for q in questions if not q.is_mcq]

@@ -46,14 +46,16 @@ def degenerate_open(records: list[dict]) -> dict:
     """Open-ended answers the model gave degenerate (each answered by the fallback instead):
     ``{"count", "share"`` of the open questions ``, "reasons": {reason: count}}``."""
     opn = [r for r in records if r["type"] == "open"]
-    reasons = Counter(r["fallback"][len(DEGENERATE):] for r in opn if (r.get("fallback") or "").startswith(DEGENERATE))
+    reasons = Counter(r["fallback"][len(DEGENERATE):] for r in opn
+                      if (r.get("fallback") or "").startswith(DEGENERATE))
     n = sum(reasons.values())
     return {"count": n, "share": round(n / len(opn), 4) if opn else None, "reasons": dict(sorted(reasons.items()))}
 
 
 def answer_health(records: list[dict], name: str = "") -> dict:
     """The figures above for one model's records; logs a warning when the row collapsed."""
-    out = {**collapse(records), "mcq_distribution": mcq_distribution(records), "degenerate_open": degenerate_open(records)}
+    out = {**collapse(records), "mcq_distribution": mcq_distribution(records),
+           "degenerate_open": degenerate_open(records)}
     if out["collapsed"]:
         log.warning("%s: collapsed: answer %s to %.0f%% of the multiple-choice questions (more than %.0f%%)",
                     name or "model", out["mcq_top_answer"], 100 * out["mcq_top_share"], 100 * COLLAPSE_SHARE)
