@@ -22,8 +22,8 @@ from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
 from fsku.stage import parser, run, seed_everything
 
-ROWS = {"student": "models/student_init", "sft": "models/student_sft", "distilled": "models/merged", "quantized": "models/quantized",
-        "teacher": "models/teacher"}
+ROWS = {"student": "models/student_init", "sft": "models/student_sft", "distilled": "models/merged",
+        "quantized": "models/quantized", "teacher": "models/teacher"}
 BASELINE_SEED = 0  # the random MCQ baseline's draw
 
 
