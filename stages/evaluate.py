@@ -72,6 +72,7 @@ def main() -> None:
                                                "fallbacks", "collapsed", "mcq_top_answer", "mcq_top_share",
                                                "mcq_distribution", "degenerate_open")}, model=ROWS[row])
         summary["margin"] = margins(summary, best)
+        summary["model_only"]["margin"] = margins(summary["model_only"], best)  # context fallbacks as 0
         report["rows"][row] = summary
         answers[row] = records
         for rec, item in zip(records, items):

@@ -215,6 +215,8 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     for name, row in m["rows"].items():
         assert row["margin"]["mcq"] == pytest.approx(row["mcq_accuracy"] - best["mcq"]["accuracy"], abs=1e-4)
         assert row["margin"]["total"] == pytest.approx(row["total"] - best["total"], abs=1e-4)
+        assert row["model_only"]["margin"]["total"] == pytest.approx(row["model_only"]["total"] - best["total"],
+                                                                      abs=1e-4)
         assert isinstance(row["collapsed"], bool) and sum(row["mcq_distribution"].values()) == 4
         assert row["collapsed"] == (row["mcq_top_share"] > 0.6)
         caught = sum(n for f, n in row["fallbacks"].items() if f.startswith("degenerate:"))
