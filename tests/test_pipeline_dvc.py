@@ -25,8 +25,8 @@ import yaml
 from tiny_pipeline import (TIMING, build, commit_repro, dvc, git, local_remote_path, lock_hashes, metric, ran,
                            set_params, snapshot)
 
-STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "student_gen",
-          "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"]
+STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft",
+          "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"]
 FROM_DISTILL = ["distill", "merge", "quantize", "evaluate", "predict"]
 
 
@@ -38,7 +38,8 @@ def repo(tmp_path_factory, gemma_tokenizer):
     assert sorted(stages) == sorted(STAGES), first.stdout
     order = {s: i for i, s in enumerate(stages)}
     for a, b in [("chunk", "index"), ("encoder", "index"), ("index", "prompts"), ("teacher_model", "student_model"),
-                 ("prompts", "teacher_gen"), ("student_model", "student_gen"), ("teacher_gen", "pairs"),
+                 ("prompts", "teacher_gen"), ("student_model", "sft"), ("teacher_gen", "sft"), ("sft", "student_gen"),
+                 ("teacher_gen", "pairs"),
                  ("student_gen", "pairs"), ("pairs", "distill"), ("distill", "merge"), ("merge", "quantize"),
                  ("quantize", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)
@@ -113,8 +114,9 @@ def test_evaluate_and_predict_outs(repo):
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_gen", "student_gen", "gen_report", "pairs",
+    ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_gen", "sft", "student_gen", "gen_report", "pairs",
                          *FROM_DISTILL]),
+    ("sft.learning_rate", 0.002, ["sft", "student_gen", "gen_report", "pairs", *FROM_DISTILL]),
     ("train.beta", 0.2, FROM_DISTILL),
     ("quant.method", "int8", ["quantize", "evaluate", "predict"]),
     ("quant.double_quant", True, ["quantize", "evaluate", "predict"]),

@@ -2,7 +2,7 @@
 
 Every stage of the project's own ``dvc.yaml`` runs, on the project's ``params.yaml`` with a few
 overrides: 3 corpus documents, a 4-layer random-init Gemma 3 with the real tokenizer as teacher,
-6 prompts, 2 training steps and a handful of eval and test questions. A full ``dvc repro`` takes
+6 prompts, 2 sft and 2 training steps and a handful of eval and test questions. A full ``dvc repro`` takes
 a couple of minutes on 2 cores, so the DVC tests can afford to rerun the real thing."""
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ OVERRIDES = {
     "gen.max_model_len": 768,
     "gen.teacher.max_tokens": 8,
     "gen.student.max_tokens": 8,
+    "sft.steps": 2,
+    "sft.max_length": 768,
+    "sft.require_format": False,  # the random-init teacher's open answers are not Korean sentences
     "train.max_steps": 2,
     "train.adaptive_alpha": True,  # its anchor must survive a kill: test_pipeline_dvc's resume test
     "train.warm_start_steps": 0,
@@ -50,7 +53,7 @@ OVERRIDES = {
 # every out of the pipeline, cached or not (timing files are left out: they differ on every run)
 TIMING = {"data/gen/teacher.stats.json", "data/gen/student.stats.json", "metrics/generation.json",
           "data/predict/predictions.jsonl", "metrics/eval.json", "metrics/predict.json", "metrics/quantize.json",
-          "metrics/eval_scores.csv"}
+          "metrics/eval_scores.csv", "metrics/sft.json"}
 
 
 def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None):

@@ -156,6 +156,7 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
                          f"{dict(sorted(dropped.items())) or 'none'}); it needs at least 2. Check the teacher's "
                          "answers (metrics/generation.json), or set sft.steps: 0 to pass the student through")
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    use_cache = model.config.use_cache  # training switches the KV cache off; the out keeps the input's
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
         trainer = build_trainer(cfg, model, tokenizer, train, held_out, tmp)
         before = trainer.evaluate()["eval_loss"] if held_out else None
@@ -164,6 +165,7 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
     trained = trainer.model
     if cfg.lora.enabled:
         trained = trained.merge_and_unload()
+    trained.config.use_cache = use_cache
     with atomic_dir(out_dir) as tmp:
         trained.eval().save_pretrained(str(tmp))
         save_tokenizer(tokenizer, tmp)
