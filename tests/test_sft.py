@@ -14,7 +14,7 @@ import yaml
 
 from conftest import ROOT, tiny_gemma
 from fsku.config import ConfigError, load_section
-from fsku.distill.sft import SftConfig, build_trainer, run_sft, select_examples
+from fsku.distill.sft import SftConfig, build_trainer, run_sft, score_completions_only, select_examples
 from fsku.gen.format import format_prompt
 from fsku.gen.pairs import PairsConfig, is_test
 from fsku.io import write_jsonl
@@ -90,7 +90,7 @@ def test_prompt_tokens_carry_no_loss_and_completions_end_with_eos(data, gemma_to
 
     train, held_out, _ = select_examples(data["records"], _n_options(data), PAIRS, gemma_tokenizer)
     model, _ = load_causal_lm(str(data["dir"] / "student"))
-    trainer = build_trainer(SftConfig(steps=1), model, gemma_tokenizer, train, held_out, str(tmp_path))
+    trainer = build_trainer(SftConfig(steps=1), model, gemma_tokenizer, train, str(tmp_path))
     eos = gemma_tokenizer.eos_token_id
     assert eos is not None
     rows = list(trainer.train_dataset)
@@ -108,6 +108,18 @@ def test_prompt_tokens_carry_no_loss_and_completions_end_with_eos(data, gemma_to
     for i, row in enumerate(rows[:3]):  # padding carries no loss either
         labels = batch["labels"][i]
         assert int((labels != -100).sum()) == sum(label != -100 for label in row["labels"])
+    # scoring only the labelled positions on CPU gives TRL's loss and gradient exactly
+    model.train()
+    results = []
+    for compact in (False, True):
+        model.zero_grad()
+        with score_completions_only(compact):
+            loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        results.append((float(loss), model.get_output_embeddings().weight.grad.clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5) and results[0][0] > 0
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+    assert results[0][1].abs().sum() > 0
 
 
 def _completion_loss(model, tokenizer, examples) -> float:

@@ -12,6 +12,7 @@ and after training. A LoRA adapter is merged into the model before saving: the o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -38,8 +39,8 @@ def _full_finetuning() -> LoraParams:
 @dataclass
 class SftConfig:
     """``params.yaml`` section ``sft``; names follow TRL's ``SFTConfig`` where it has them."""
-    steps: int = field(16, ge=0, doc="optimizer steps; 0 passes the student through unchanged")
-    learning_rate: float = field(1e-4, gt=0.0, le=1.0)
+    steps: int = field(8, ge=0, doc="optimizer steps; 0 passes the student through unchanged")
+    learning_rate: float = field(3e-4, gt=0.0, le=1.0)
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = field(0.0, ge=0.0)
@@ -96,13 +97,44 @@ def drop_too_long(examples: list[dict], tokenizer, max_length: int, dropped: Cou
     return kept
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def completion_loss(model, tokenizer, examples: list[dict]) -> float | None:
+    """Mean negative log-likelihood per completion token (answer + EOS) given the prompt, tokenised as
+    TRL does (the completion starts where prompt and prompt + completion tokens diverge). Only the
+    completion's logits are computed (``logits_to_keep``): the 262k-token vocabulary makes the
+    prompt's logits the bulk of the cost. None without examples."""
+    import torch
+
+    if not examples:
+        return None
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for e in examples:
+            prompt = tokenizer(e["prompt"]).input_ids
+            full = tokenizer(e["prompt"] + e["completion"] + tokenizer.eos_token).input_ids
+            start = max(_common_prefix(prompt, full), 1)
+            logits = model(input_ids=torch.tensor([full], device=device), use_cache=False,
+                           logits_to_keep=len(full) - start + 1).logits[0, :-1].float()
+            total += float(torch.nn.functional.cross_entropy(logits, torch.tensor(full[start:], device=device),
+                                                             reduction="sum"))
+            count += len(full) - start
+    return total / count
+
+
 def pass_through(student_dir: str | Path, out_dir: str | Path) -> None:
     """``sft.steps: 0``: the initial student, its files copied byte for byte."""
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(student_dir, tmp, dirs_exist_ok=True)
 
 
-def build_trainer(cfg: SftConfig, model, tokenizer, train: list[dict], held_out: list[dict], output_dir: str):
+def build_trainer(cfg: SftConfig, model, tokenizer, train: list[dict], output_dir: str):
     """TRL's SFTTrainer on prompt-completion examples: completion-only loss, EOS appended by TRL."""
     import datasets
     import torch
@@ -112,7 +144,6 @@ def build_trainer(cfg: SftConfig, model, tokenizer, train: list[dict], held_out:
     datasets.disable_progress_bars()
     args = SFTConfig(
         output_dir=output_dir, max_steps=cfg.steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length, completion_only_loss=True, packing=False,
@@ -126,9 +157,33 @@ def build_trainer(cfg: SftConfig, model, tokenizer, train: list[dict], held_out:
                                  target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
     cols = ("prompt", "completion")
     as_ds = lambda rows: datasets.Dataset.from_list([{k: e[k] for k in cols} for e in rows])  # noqa: E731
-    return SFTTrainer(model=model, args=args, train_dataset=as_ds(train),
-                      eval_dataset=as_ds(held_out) if held_out else None, processing_class=tokenizer,
+    return SFTTrainer(model=model, args=args, train_dataset=as_ds(train), processing_class=tokenizer,
                       peft_config=peft_config)
+
+
+@contextlib.contextmanager
+def score_completions_only(enabled: bool = True):
+    """Make TRL's fused LM head score only the positions that carry a label on CPU too.
+
+    TRL (1.16) patches the model so the loss never materialises the full logits; on CUDA/XPU it then
+    projects only the labelled positions through the LM head, elsewhere every position (fixed tile
+    shapes for compilers such as Neuron's). With prompt labels -100 and a 262k-token vocabulary, the
+    prompt's positions are most of a CPU step's work for nothing: the loss and its gradient are the
+    same (masked positions add zero; tested). Only that choice is switched; the kernels stay TRL's."""
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_file: Path, student_dir: str,
@@ -157,14 +212,15 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
                          "answers (metrics/generation.json), or set sft.steps: 0 to pass the student through")
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     use_cache = model.config.use_cache  # training switches the KV cache off; the out keeps the input's
+    before = completion_loss(model.eval(), tokenizer, held_out)
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
-        trainer = build_trainer(cfg, model, tokenizer, train, held_out, tmp)
-        before = trainer.evaluate()["eval_loss"] if held_out else None
-        trainer.train()
-        after = trainer.evaluate()["eval_loss"] if held_out else None
+        trainer = build_trainer(cfg, model, tokenizer, train, tmp)
+        with score_completions_only():
+            trainer.train()
     trained = trainer.model
     if cfg.lora.enabled:
         trained = trained.merge_and_unload()
+    after = completion_loss(trained.eval(), tokenizer, held_out)
     trained.config.use_cache = use_cache
     with atomic_dir(out_dir) as tmp:
         trained.eval().save_pretrained(str(tmp))
