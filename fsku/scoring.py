@@ -49,13 +49,14 @@ def loop_reason(text: str, max_repeat_fraction: float = 0.5) -> str | None:
 
 def open_answer_problem(text: str, max_repeat_fraction: float = 0.5) -> str | None:
     """Why an open-ended answer says nothing (``empty``, ``punctuation``: no letter or digit at all,
-    ``no_hangul``, ``repetition``), or None for an answer worth scoring. FSKU answers are Korean."""
+    ``no_hangul``: under 30% of its letters Hangul, ``repetition``), or None for an answer worth scoring. FSKU answers are Korean."""
     stripped = text.strip()
     if not stripped:
         return "empty"
     if not _WORD_CHAR.search(stripped):
         return "punctuation"
-    if not _HANGUL.search(stripped):
+    letters = [c for c in stripped if c.isalpha()]
+    if not letters or len(_HANGUL.findall(stripped)) < 0.3 * len(letters):  # mixed-script noise too
         return "no_hangul"
     return loop_reason(stripped, max_repeat_fraction)
 

@@ -6,16 +6,22 @@ With gen.shards > 1, run one shard per machine (gen.shard_index), copy the parti
 (data/gen/partial/) together and run with --merge to assemble the final out.
 """
 
+import gc
 import sys
 from pathlib import Path
 
 from fsku.config import load_section
-from fsku.gen.backends import make_backend
-from fsku.gen.config import GenConfig
-from fsku.gen.format import format_prompt
+from fsku.gen.backends import TransformersBackend, make_backend
+from fsku.gen.choice import best, constrained_answer, option_scores
+from fsku.gen.config import GenConfig, PromptsConfig
+from fsku.gen.prompts import user_prompt
+from fsku.gen.format import example_turn, format_prompt
 from fsku.gen.runner import model_fingerprint, run_generation, write_final
+from fsku.gen.shots import render_shots
+from fsku.scoring import format_problem, leading_choice
 from fsku.io import read_jsonl, write_json
 from fsku.models.adapter import tokenizer_source
+from fsku.questions import Question, parse_question
 from fsku.stage import parser, run, seed_everything
 
 MODELS = {"teacher": "models/teacher", "student": "models/student_sft"}  # the student after sft
@@ -37,6 +43,16 @@ def main() -> None:
     sp = cfg.teacher if args.who == "teacher" else cfg.student
     system = cfg.teacher_system if args.who == "teacher" else ""
     prompts = read_jsonl(args.prompts)
+    choices: dict[str, dict] = {}
+    if args.who == "teacher" and cfg.teacher_mcq != "generate" and not args.merge:
+        # before the generation engine starts (vLLM's CPU workers hold the cores while alive), and
+        # with transformers: it computes the option positions' log-probabilities only, where vLLM's
+        # prompt logprobs normalise over the vocabulary at every prompt position
+        scorer = TransformersBackend(model_dir, cfg)
+        choices = choose_options(scorer, scorer.tokenizer, [p for p in prompts if p["type"] == "mcq"],
+                                 cfg.teacher_mcq)
+        del scorer
+        gc.collect()
     if args.merge:
         from transformers import AutoTokenizer
 
@@ -44,8 +60,16 @@ def main() -> None:
     else:
         backend = make_backend(cfg.backend, model_dir, cfg)
         tokenizer = backend.tokenizer
-    records, stats = run_generation(prompts, backend, lambda u: format_prompt(tokenizer, u, system), sp, cfg,
-                                    model=model_dir, fingerprint=model_fingerprint(model_dir),
+
+    def fmt(p: dict) -> str:  # the teacher alone gets the system prompt and its worked examples
+        if args.who != "teacher":
+            return format_prompt(tokenizer, p["prompt"])
+        shots = render_shots(p.get("shots", []), lambda u, a: example_turn(tokenizer, u, a))
+        return format_prompt(tokenizer, p["prompt"], "\n\n".join(x for x in (system, shots.rstrip()) if x))
+
+    choose = (lambda batch: [choices.get(p["prompt_id"]) for p in batch]) if choices else None
+    records, stats = run_generation(prompts, backend, fmt, sp, cfg, choose=choose,
+                                    model=model_dir, fingerprint=model_fingerprint(model_dir) + (cfg.teacher_mcq if choose else ""),
                                     partial_dir=Path(args.partial), who=args.who, merge_only=args.merge)
     if records is None:
         print(f"shard {cfg.shard_index}/{cfg.shards} done; run with --merge once every shard's partial file "
@@ -57,11 +81,48 @@ def main() -> None:
     reasons = {}
     for r in records:
         reasons[r["finish_reason"]] = reasons.get(r["finish_reason"], 0) + 1
-    write_json(args.stats or f"data/gen/{args.who}.stats.json", {
+    write_json(args.stats or f"data/gen/{args.who}.stats.json", {**answer_stats(prompts, records),
         "stage": f"{args.who}_gen", "model": model_dir, **stats, "records": len(records), "finish_reasons": dict(sorted(reasons.items())),
         "mean_answer_tokens": round(sum(r["n_tokens"] for r in records) / len(records), 2),
         "mean_answer_chars": round(sum(len(r["text"]) for r in records) / len(records), 1),
         "prompts_truncated": sum(r["prompt_truncated"] for r in records)})
+
+
+def choose_options(backend, tokenizer, prompts: list[dict], how: str) -> dict[str, dict]:
+    """Multiple-choice answers constrained to the options, by prompt id: the option the model scores
+    highest, written in the answer format."""
+    out = {}
+    for p in prompts:
+        stem, options = parse_question(p["question"])
+        bare = format_prompt(tokenizer, user_prompt(Question(p["question_id"], p["question"], stem, options),
+                                                    [], PromptsConfig()))
+        prompt = format_prompt(tokenizer, p["prompt"])
+        scores = option_scores(backend, prompt, bare, options, how)
+        text = constrained_answer(best(scores), options)
+        out[p["prompt_id"]] = {"text": text, "n_tokens": len(tokenizer(text, add_special_tokens=False).input_ids),
+                               "finish_reason": "stop", "prompt_tokens": len(tokenizer(prompt).input_ids),
+                               "prompt_truncated": False, "option_scores": [round(x, 4) for x in scores]}
+    return out
+
+
+def answer_stats(prompts: list[dict], records: list[dict]) -> dict:
+    """How many answers are in format (multiple choice: a valid option number first; open-ended:
+    Korean text that is not a loop or punctuation), why the others are not, and the share of
+    multiple-choice answers whose leading number is the reference answer."""
+    by_id = {p["prompt_id"]: p for p in prompts}
+    problems = {}
+    right = mcq = 0
+    for r in records:
+        p = by_id[r["prompt_id"]]
+        why = format_problem(r["text"], p["type"], p["n_options"])
+        if why:
+            problems[f"{p['type']}_{why}"] = problems.get(f"{p['type']}_{why}", 0) + 1
+        if p["type"] == "mcq" and p.get("answer"):
+            mcq += 1
+            right += str(leading_choice(r["text"], p["n_options"])) == str(p["answer"]).strip()
+    return {"in_format": round(1 - sum(problems.values()) / len(records), 4) if records else None,
+            "format_problems": dict(sorted(problems.items())),
+            "mcq_accuracy": round(right / mcq, 4) if mcq else None, "mcq_with_answer": mcq}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Stage `teacher_model`: the teacher (embedded GGUF, model dir or hub id) -> models/teacher."""
 
 from fsku.config import load_section
+from fsku.gen.format import ZERO_TEMPLATE
 from fsku.models.config import TeacherConfig
 from fsku.models.load import load_causal_lm, save_model
 from fsku.stage import parser, run, seed_everything
@@ -13,6 +14,8 @@ def main() -> None:
     cfg = load_section(TeacherConfig, "teacher", args.params)
     seed_everything(0)
     model, tokenizer = load_causal_lm(cfg.model, cfg.dtype)
+    if cfg.chat_template == "zero":  # a base model follows a plain-text framing with worked examples
+        tokenizer.chat_template = ZERO_TEMPLATE
     save_model(model, tokenizer, args.out)
     print(f"teacher: {cfg.model} -> {args.out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
 

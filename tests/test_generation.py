@@ -73,7 +73,7 @@ def _gen(model_dir, cfg, partial, who="teacher", sp=None, merge_only=False):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
-    return run_generation(_prompts(5), backend, lambda u: format_prompt(tok, u), sp or SamplingConfig(max_tokens=6),
+    return run_generation(_prompts(5), backend, lambda p: format_prompt(tok, p["prompt"]), sp or SamplingConfig(max_tokens=6),
                           cfg, "tiny", model_fingerprint(model_dir), partial, who, merge_only=merge_only)
 
 

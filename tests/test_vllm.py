@@ -35,7 +35,7 @@ if __name__ == "__main__":
     lora, backend.lora = backend.lora, None   # the base model, as a plain (non-adapter) dir is served
     out["base"] = backend.generate(prompts, greedy, 0)
     out["options"] = backend.continuation_logprobs(prompts[:2], [[f"정답: {i}" for i in range(1, 5)]] * 2)
-    out["records"], _ = run_generation(pool, backend, lambda u: u, greedy, cfg, "tiny", "fp",
+    out["records"], _ = run_generation(pool, backend, lambda p: p["prompt"], greedy, cfg, "tiny", "fp",
                                        Path(out_file).parent / "partial", "teacher")
     backend.lora = lora
     out["sampled"] = backend.generate(prompts, SamplingConfig(max_tokens=6, temperature=1.0, n=3), 0)
@@ -76,7 +76,7 @@ def test_vllm_backend_base_lora_sampling_and_option_scores(tmp_path, gemma_token
 
     cfg = GenConfig(max_model_len=128, batch_size=2)
     base = TransformersBackend(base_dir, cfg)
-    hf_recs, _ = run_generation(pool, base, lambda u: u, SamplingConfig(max_tokens=6), cfg, "tiny", "fp",
+    hf_recs, _ = run_generation(pool, base, lambda p: p["prompt"], SamplingConfig(max_tokens=6), cfg, "tiny", "fp",
                                 tmp_path / "partial_hf", "teacher")
     vllm_recs = out["records"]
     assert [r["prompt_id"] for r in vllm_recs] == [p["prompt_id"] for p in pool]

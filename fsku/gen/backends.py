@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from fsku.gen.config import GenConfig, SamplingConfig
+from fsku.gen.format import stop_strings
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class TransformersBackend:
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos = {e for e in eos + [self.tokenizer.eos_token_id] if e is not None}
+        self.stop = stop_strings(self.tokenizer)
 
     def _encode(self, prompts: list[str], budget: int) -> tuple[list[list[int]], list[bool]]:
         ids, cut = [], []
@@ -54,6 +56,8 @@ class TransformersBackend:
                       num_return_sequences=sp.n)
         if max_time:
             kwargs["max_time"] = max_time
+        if self.stop:
+            kwargs.update(stop_strings=self.stop, tokenizer=self.tokenizer)
         if sp.temperature > 0:
             kwargs.update(temperature=sp.temperature, top_p=sp.top_p)
         else:
@@ -70,9 +74,12 @@ class TransformersBackend:
     def _sample(self, row: list[int], timed_out: bool = False) -> dict:
         end = next((i for i, t in enumerate(row) if t in self.eos), None)
         tokens = row if end is None else row[:end]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:  # generation halted on a stop string, which (as in vLLM) is not part of the answer
+            text, end = text[:cut], len(tokens)
         reason = "stop" if end is not None else "time" if timed_out else "length"
-        return {"text": self.tokenizer.decode(tokens, skip_special_tokens=True),
-                "n_tokens": len(tokens) + (end is not None), "finish_reason": reason}
+        return {"text": text, "n_tokens": len(tokens) + (end is not None and cut < 0), "finish_reason": reason}
 
     @torch.no_grad()
     def continuation_logprobs(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
@@ -101,6 +108,56 @@ class TransformersBackend:
                 scores.append(float(lp.gather(-1, torch.tensor(ids[first:], device=lp.device)[:, None]).sum()))
             out.append(scores)
         return out
+
+
+    @torch.no_grad()
+    def option_logprobs(self, prompts: list[str], options: list[list[str]]) -> list[list[list[float]]]:
+        """Per prompt, per option, the log-probability of each token of the option's text given the
+        prompt. The prompt is run once (its keys and values cached); the options then go through
+        together as one batch on that cache, so n options cost one prompt pass, not n."""
+        out = []
+        for prompt, opts in zip(prompts, options):
+            head, seqs = option_sequences(self.tokenizer, prompt, opts, self.cfg.max_model_len)
+            shared = min(common_prefix(seqs), min(len(s) for s in seqs) - 1)  # each option keeps a token
+            dev = self.model.device
+            pre = self.model(input_ids=torch.tensor([seqs[0][:shared]], device=dev), use_cache=True,
+                             logits_to_keep=shared - head + 1)
+            lp_pre = torch.log_softmax(pre.logits[0].float(), -1)  # predicts tokens head .. shared
+            common = [float(lp_pre[i, seqs[0][head + i]]) for i in range(shared - head)]
+            firsts = [float(lp_pre[-1, s[shared]]) for s in seqs]
+            rest = [s[shared + 1:] for s in seqs]
+            width = max(len(r) for r in rest)
+            tails: list[list[float]] = [[] for _ in seqs]
+            if width:
+                pad = self.tokenizer.pad_token_id or 0
+                inputs = [s[shared:shared + width] + [pad] * (width - len(s[shared:shared + width])) for s in seqs]
+                inp = torch.tensor(inputs, device=dev)
+                mask = torch.cat([torch.ones(len(seqs), shared, dtype=torch.long, device=dev),
+                                  (torch.arange(width, device=dev)[None] < torch.tensor(
+                                      [len(r) for r in rest], device=dev)[:, None]).long()], 1)
+                cache = pre.past_key_values
+                cache.batch_repeat_interleave(len(seqs))
+                logits = self.model(input_ids=inp, attention_mask=mask, past_key_values=cache, use_cache=True,
+                                    position_ids=torch.arange(shared, shared + width, device=dev)[None].expand(
+                                        len(seqs), -1)).logits.float()
+                lp = torch.log_softmax(logits, -1)
+                for j, r in enumerate(rest):
+                    tails[j] = [float(lp[j, i, t]) for i, t in enumerate(r)]
+            out.append([common + [f] + t for f, t in zip(firsts, tails)])
+        return out
+
+
+def option_sequences(tokenizer, prompt: str, options: list[str], max_len: int) -> tuple[int, list[list[int]]]:
+    """(index of the first option token, token ids of prompt + option for each option), cut from the
+    left to fit ``max_len``. The option's tokens start where the prompt's own tokenisation stops
+    agreeing with every full sequence (a merge across the boundary puts the shared token there)."""
+    p_ids = tokenizer(prompt, add_special_tokens=True).input_ids
+    seqs = [tokenizer(prompt + o, add_special_tokens=True).input_ids for o in options]
+    head = min([common_prefix([p_ids, s]) for s in seqs] + [len(s) - 1 for s in seqs])
+    cut = max(0, max(len(s) for s in seqs) - max_len)
+    if cut and cut >= head:
+        raise ValueError(f"options too long to score within max_model_len {max_len}")
+    return max(1, head - cut), [s[cut:] for s in seqs]
 
 
 def common_prefix(seqs: list[list[int]]) -> int:

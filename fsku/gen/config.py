@@ -20,6 +20,8 @@ class PromptsConfig:
     top_k: int = field(3, ge=0, le=50, doc="retrieved chunks put in each prompt")
     max_context_chars: int = field(1500, ge=0, doc="context budget; chunks past it are cut")
     max_prompts: int = field(60, ge=0, doc="cap on the prompt pool after dedup; 0 = all")
+    teacher_shots: int = field(2, ge=0, le=16, doc="worked examples (other training questions) shown to the teacher only")
+    shot_context_chars: int = field(300, ge=0, doc="context budget of each worked example")
     dedup: DedupConfig = field(default_factory=DedupConfig)
     seed: int = 0
 
@@ -46,6 +48,9 @@ class GenConfig:
         "float32", doc="vLLM compute dtype; auto is bfloat16 on the CPU build, which is not run-to-run exact")
     tensor_parallel_size: int = field(1, ge=1, le=64, doc="vLLM: GPUs one model is split over")
     teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
+    teacher_mcq: Literal["option_pmi", "option", "generate"] = field(
+        "option_pmi", doc="teacher's multiple-choice answers: constrained to the options, picked by this "
+                          "scoring (fsku/gen/choice.py), or generated freely")
     shards: int = field(1, ge=1)
     shard_index: int = field(0, ge=0)
     teacher: SamplingConfig = field(default_factory=SamplingConfig)

@@ -9,6 +9,25 @@ from __future__ import annotations
 
 COMPLETION_TEMPLATE = "{system}{user}\n\n### 답변\n"
 
+# A "zero" chat template for a base model: each turn framed in plain text, as a base model has seen
+# documents framed, so that worked examples in the system turn show it the pattern to continue.
+# Assistant turns end with EOS, which is what a model fine-tuned on this template learns to emit.
+ZERO_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}### 질문\n{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'assistant' %}### 답변\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}### 답변\n{% endif %}")
+# a base model that has answered goes on with a blank line and the next "### 질문"
+ZERO_STOP = ["\n\n", "###"]
+
+
+def example_turn(tokenizer, user: str, answer: str) -> str:
+    """A worked example (question and answer) in the tokenizer's chat framing, for a system turn."""
+    if getattr(tokenizer, "chat_template", None) == ZERO_TEMPLATE:
+        return f"### 질문\n{user}\n\n### 답변\n{answer}\n\n"
+    return f"[질문]\n{user}\n\n[답변]\n{answer}\n\n"
+
 
 def format_prompt(tokenizer, user: str, system: str = "") -> str:
     if getattr(tokenizer, "chat_template", None):
@@ -21,3 +40,8 @@ def format_prompt(tokenizer, user: str, system: str = "") -> str:
                 messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return COMPLETION_TEMPLATE.format(system=f"{system}\n\n" if system else "", user=user)
+
+
+def stop_strings(tokenizer) -> list[str]:
+    """Strings that end an answer besides EOS: the next turn's header under the zero template."""
+    return list(ZERO_STOP) if getattr(tokenizer, "chat_template", None) == ZERO_TEMPLATE else []

@@ -55,15 +55,18 @@ def _load_partial(files: list[Path], fingerprint: str) -> dict[int, list[dict]]:
     return {b: list(recs.values()) for b, recs in done.items()}
 
 
-def run_generation(prompts: list[dict], backend, fmt: Callable[[str], str], sp: SamplingConfig,
+def run_generation(prompts: list[dict], backend, fmt: Callable[[dict], str], sp: SamplingConfig,
                    cfg: GenConfig, model: str, fingerprint: str, partial_dir: Path, who: str,
-                   merge_only: bool = False) -> tuple[list[dict] | None, dict]:
+                   merge_only: bool = False,
+                   choose: Callable[[list[dict]], list[dict | None]] | None = None) -> tuple[list[dict] | None, dict]:
     """Generate this shard's batches into ``partial_dir``; returns (all records in prompt order, or
     None while other shards' batches are missing, stats). Shards on other machines write their own
-    ``{who}.shard*.jsonl``; copied into ``partial_dir``, they are picked up here."""
+    ``{who}.shard*.jsonl``; copied into ``partial_dir``, they are picked up here. ``fmt`` turns a
+    prompt record into the model's input. ``choose``, given a batch's prompt records, returns for each
+    either a finished answer (multiple choice constrained to the options) or None (generate it)."""
     all_batches = batches(prompts, cfg.batch_size)
     fp = hashlib.sha256(json.dumps([fingerprint, model, asdict(sp), cfg.max_model_len, cfg.batch_size,
-                                    [fmt(p["prompt"]) for p in prompts]]).encode()).hexdigest()[:16]
+                                    [fmt(p) for p in prompts]]).encode()).hexdigest()[:16]
     partial_dir.mkdir(parents=True, exist_ok=True)
     loaded = _load_partial(sorted(partial_dir.glob(f"{who}.shard*.jsonl")), fp)
     done = {b: r for b, r in loaded.items() if b < len(all_batches) and len(r) == len(all_batches[b])}
@@ -73,10 +76,14 @@ def run_generation(prompts: list[dict], backend, fmt: Callable[[str], str], sp: 
         for b, batch in enumerate(all_batches):
             if merge_only or b % cfg.shards != cfg.shard_index or b in done:
                 continue
-            formatted = [fmt(p["prompt"]) for p in batch]
+            formatted = [fmt(p) for p in batch]
             seed = sp.seed * 1_000_003 + int(batch[0]["prompt_id"], 16) % 1_000_003
             t = time.perf_counter()
-            outs = backend.generate(formatted, sp, seed)
+            outs = choose(batch) if choose else [None] * len(batch)
+            todo = [i for i, o in enumerate(outs) if o is None]
+            if todo:
+                for i, o in zip(todo, backend.generate([formatted[i] for i in todo], sp, seed)):
+                    outs[i] = o
             gen_seconds += time.perf_counter() - t
             recs = []
             for p, text_in, out in zip(batch, formatted, outs):

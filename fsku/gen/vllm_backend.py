@@ -7,8 +7,9 @@ from pathlib import Path
 
 import vllm  # noqa: F401  - an ImportError here means "no vLLM"
 
-from fsku.gen.backends import common_prefix, with_samples
+from fsku.gen.backends import common_prefix, option_sequences, with_samples
 from fsku.gen.config import GenConfig, SamplingConfig
+from fsku.gen.format import stop_strings
 from fsku.models.adapter import find_adapter, tokenizer_source
 
 
@@ -47,7 +48,7 @@ class VLLMBackend:
             cut.append(len(ids) > budget)
             inputs.append(TokensPrompt(prompt_token_ids=ids[-budget:]))
         params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=seed,
-                                n=sp.n)
+                                n=sp.n, stop=stop_strings(self.tokenizer) or None)
         outs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora)
         return [with_samples([{"text": s.text, "n_tokens": len(s.token_ids),
                                "finish_reason": "length" if s.finish_reason == "length" else "stop"}
@@ -78,3 +79,21 @@ class VLLMBackend:
             flat.append(sum(o.prompt_logprobs[i][ids[i]].logprob for i in range(first, len(ids))))
         it = iter(flat)
         return [[next(it) for _ in conts] for conts in continuations]
+
+    def option_logprobs(self, prompts: list[str], options: list[list[str]]) -> list[list[list[float]]]:
+        """Per prompt, per option, the log-probability of each token of the option's text, from
+        vLLM's prompt logprobs of the full sequences (prefix caching makes the shared prompt cheap)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        seqs, heads = [], []
+        for prompt, opts in zip(prompts, options):
+            head, full = option_sequences(self.tokenizer, prompt, opts, self.cfg.max_model_len - 1)
+            seqs += [TokensPrompt(prompt_token_ids=ids) for ids in full]
+            heads += [head] * len(full)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self.llm.generate(seqs, params, use_tqdm=False, lora_request=self.lora)
+        flat = [[o.prompt_logprobs[i][o.prompt_token_ids[i]].logprob for i in range(head, len(o.prompt_token_ids))]
+                for o, head in zip(outs, heads)]
+        it = iter(flat)
+        return [[next(it) for _ in opts] for opts in options]

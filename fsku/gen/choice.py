@@ -1,0 +1,35 @@
+"""Choosing an option by the model's own likelihoods, and answers constrained to the option set.
+
+A small model that generates ``정답: N`` mostly shows a prior over digit positions; scored on the
+options' own text it shows what it knows. ``option_pmi`` (the default) scores each option's text given
+the prompt minus the same given the prompt without the retrieved context: how much the context
+raises the option, with the model's taste for short or common phrasings cancelled out.
+"""
+
+from __future__ import annotations
+
+ANSWER_PREFIX = "정답: "
+SCORINGS = ("option_pmi", "option", "loglik")
+
+
+def option_scores(backend, prompt: str, bare: str, options: list[str], how: str) -> list[float]:
+    """One score per option, higher is likelier. ``loglik``: log P("정답: N" | prompt), the digit
+    after the answer mark. ``option``: mean log-probability of the option's text given the prompt.
+    ``option_pmi``: that minus the same given ``bare`` (the prompt without its retrieved context)."""
+    if how == "loglik":
+        conts = [f"{ANSWER_PREFIX}{i}" for i in range(1, len(options) + 1)]
+        return backend.continuation_logprobs([prompt], [conts])[0]
+    prompts = [prompt, bare] if how == "option_pmi" else [prompt]
+    per_token = backend.option_logprobs(prompts, [options] * len(prompts))
+    means = [[sum(t) / len(t) for t in opts] for opts in per_token]
+    return means[0] if how == "option" else [a - b for a, b in zip(*means)]
+
+
+def best(scores: list[float]) -> int:
+    """The 1-based option with the highest score; ties go to the lower number."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1
+
+
+def constrained_answer(n: int, options: list[str]) -> str:
+    """A multiple-choice answer in the taught format, for option ``n``."""
+    return f"{ANSWER_PREFIX}{n} {options[n - 1]}"
