@@ -12,6 +12,8 @@ import time
 
 from fsku.config import load_section
 from fsku.gen.config import GenConfig, PromptsConfig
+from fsku.gen.format import example_turn
+from fsku.gen.shots import render_shots, shots_for
 from fsku.io import write_json, write_jsonl, write_text
 from fsku.metric import Similarity, score_items, summarize
 from fsku.predict.baselines import best_baseline, evaluate_baselines, margins, mcq_agreement, retrieve
@@ -32,6 +34,7 @@ def main() -> None:
     p.add_argument("--questions", nargs="+", default=None, help="FSKU-format CSV file(s) (default: eval.questions)")
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=None)
     p.add_argument("--index", default="models/index")
+    p.add_argument("--shots", default="data/raw/questions/train.csv", help="the teacher's worked examples come from here")
     p.add_argument("--metrics", default="metrics/eval.json")
     p.add_argument("--plot", default="metrics/eval_scores.csv")
     p.add_argument("--out", default="data/eval/predictions.jsonl")
@@ -60,10 +63,13 @@ def main() -> None:
     for name, b in baselines.items():
         print(f"baseline {name}: " + (f"mcq {b['mcq_accuracy']}" if b["kind"] == "mcq" else f"open {b['open_score']}")
               + (f" (expected {b['mcq_expected_accuracy']})" if "mcq_expected_accuracy" in b else ""), flush=True)
+    pool = load_questions(args.shots) if "teacher" in rows and prompts_cfg.teacher_shots else []
     answers = {}
     for row in rows:
         t = time.perf_counter()
-        records, stats = answer_with_model(ROWS[row], questions, search, cfg, gen_cfg, prompts_cfg)
+        # the teacher answers as it did for training: open questions with its worked examples
+        shots = teacher_shots(pool, search, prompts_cfg) if row == "teacher" else None
+        records, stats = answer_with_model(ROWS[row], questions, search, cfg, gen_cfg, prompts_cfg, system_for=shots)
         items = score_items(questions, {r["id"]: r["answer"] for r in records}, similarity)
         for rec, item in zip(records, items):
             item["source"] = rec["source"]
@@ -90,6 +96,14 @@ def main() -> None:
     write_jsonl(args.out, predictions)
     write_json(args.metrics, report)
     write_text(args.plot, plot_csv(report))
+
+
+def teacher_shots(pool, search, prompts_cfg):
+    """``system_for`` of the teacher row: worked examples from the training questions."""
+    def system_for(tokenizer, q):
+        return render_shots(shots_for(q, pool, search, prompts_cfg),
+                            lambda u, a: example_turn(tokenizer, u, a)).rstrip()
+    return system_for if pool else None
 
 
 def plot_csv(report: dict) -> str:

@@ -8,14 +8,13 @@ generation, and the counts reported.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 
 from datasketch import MinHash, MinHashLSH
 
 from fsku.gen.config import DedupConfig, PromptsConfig
-from fsku.gen.shots import gold_answer, pick_shots
+from fsku.gen.shots import shots_for
 from fsku.questions import Question
 
 USER_TEMPLATE = "다음 참고 자료를 바탕으로 질문에 답하세요.\n\n[참고 자료]\n{context}\n\n[질문]\n{question}\n\n{instruction}"
@@ -80,14 +79,11 @@ def build_prompts(questions: list[Question], search, cfg: PromptsConfig) -> tupl
     for d in dropped:
         twins.setdefault(d["id"], set()).add(d["duplicate_of"])
         twins.setdefault(d["duplicate_of"], set()).add(d["id"])
-    shot_cfg = dataclasses.replace(cfg, max_context_chars=cfg.shot_context_chars)
     records = []
     for q in pool:
         hits = search(q.stem, cfg.top_k) if cfg.top_k else []
         text = user_prompt(q, hits, cfg)
-        shots = [{"question_id": s.id, "answer": gold_answer(s),
-                  "prompt": user_prompt(s, search(s.stem, 1) if cfg.top_k else [], shot_cfg)}
-                 for s in pick_shots(q, questions, cfg.teacher_shots, twins.get(q.id, set()), cfg.seed)]
+        shots = shots_for(q, questions, search, cfg, twins.get(q.id, set()))
         records.append({
             "prompt_id": prompt_id(text), "question_id": q.id,
             "type": "mcq" if q.is_mcq else "open", "n_options": len(q.options),

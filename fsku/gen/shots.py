@@ -9,6 +9,7 @@ seeded hash of the question so every run, shard and resume picks the same ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from fsku.questions import Question
@@ -30,6 +31,17 @@ def pick_shots(q: Question, pool: list[Question], k: int, exclude: set[str] = fr
     cands = [c for c in pool if c.id != q.id and c.id not in exclude and c.answer and c.is_mcq == q.is_mcq]
     rank = lambda c: hashlib.sha256(f"{seed}:{q.id}:{c.id}".encode()).hexdigest()  # noqa: E731
     return sorted(cands, key=rank)[:k]
+
+
+def shots_for(q: Question, pool: list[Question], search, cfg, exclude: set[str] = frozenset()) -> list[dict]:
+    """``cfg.teacher_shots`` worked examples for ``q`` (``cfg``: PromptsConfig), each with its own
+    top retrieved chunk within ``cfg.shot_context_chars``; ``search(query, k)`` may be None."""
+    from fsku.gen.prompts import user_prompt  # prompts picks shots too: imported here, not at the top
+
+    shot_cfg = dataclasses.replace(cfg, max_context_chars=cfg.shot_context_chars)
+    return [{"question_id": s.id, "answer": gold_answer(s),
+             "prompt": user_prompt(s, search(s.stem, 1) if search and cfg.top_k else [], shot_cfg)}
+            for s in pick_shots(q, pool, cfg.teacher_shots, exclude, cfg.seed)]
 
 
 def render_shots(shots: list[dict], chat) -> str:

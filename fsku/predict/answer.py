@@ -51,13 +51,16 @@ class Item:
     bare: str = ""       # multiple choice: the same prompt without the retrieved context (calibration)
 
 
-def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str = "") -> list[Item]:
+def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str = "", system_for=None) -> list[Item]:
     """Items with the same prompt the training pairs used; ``search(query, k)`` may be None (no index).
-    ``salt`` (model and settings) goes into each cache key."""
+    ``salt`` (model and settings) goes into each cache key. ``system_for(tokenizer, question)`` gives an
+    open-ended question's system turn (the teacher's worked examples); multiple choice is scored
+    on the plain prompt, as the teacher's training answers were."""
     items = []
     for q in questions:
         hits = search(q.stem, prompts_cfg.top_k) if search and prompts_cfg.top_k else []
-        prompt = format_prompt(tokenizer, user_prompt(q, hits, prompts_cfg))
+        system = system_for(tokenizer, q) if system_for and not q.is_mcq else ""
+        prompt = format_prompt(tokenizer, user_prompt(q, hits, prompts_cfg), system)
         bare = format_prompt(tokenizer, user_prompt(q, [], prompts_cfg)) if q.is_mcq else ""
         key = hashlib.sha256(json.dumps([salt, q.id, prompt]).encode()).hexdigest()[:20]
         items.append(Item(q, prompt, hits, key, bare))

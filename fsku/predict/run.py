@@ -64,14 +64,14 @@ def timing(records: list[dict], wall_s: float) -> dict:
 
 def answer_with_model(model_dir: str | Path, questions: list[Question], search, cfg: AnswerConfig,
                       gen_cfg: GenConfig, prompts_cfg, budget: Budget | None = None,
-                      cache_path: str | Path | None = None) -> tuple[list[dict], dict]:
-    """(records in question order, run stats) for one model."""
+                      cache_path: str | Path | None = None, system_for=None) -> tuple[list[dict], dict]:
+    """(records in question order, run stats) for one model. ``system_for``: see ``prepare``."""
     t0 = time.perf_counter()
     engine = GenConfig(**{**gen_cfg.__dict__, "backend": cfg.backend, "batch_size": cfg.batch_size})
     backend = make_backend(cfg.backend, model_dir, engine)
     load_s = time.perf_counter() - t0
     items = prepare(questions, search, prompts_cfg, backend.tokenizer,
-                    salt=settings_salt(weights_fingerprint(model_dir), cfg))
+                    salt=settings_salt(weights_fingerprint(model_dir), cfg), system_for=system_for)
     answerer = Answerer(backend, cfg, budget=budget, cache=AnswerCache(cache_path) if cache_path else None,
                         fast_max_tokens=getattr(cfg, "fast_max_tokens", 0))
     t1 = time.perf_counter()
