@@ -11,6 +11,7 @@ from fsku.gen.format import format_prompt
 from fsku.gen.pairs import PairsConfig, degenerate_reason, make_pairs
 from fsku.gen.prompts import build_prompts, dedup
 from fsku.gen.runner import model_fingerprint, run_generation
+from fsku.gen.shots import SHOTS_INTRO, gold_answer, pick_shots, render_shots
 from fsku.models.adapter import tokenizer_source
 from fsku.models.load import save_model
 from fsku.questions import Question
@@ -53,6 +54,54 @@ def test_format_prompt_completion_and_chat(gemma_tokenizer):
         assert chat == "<system>지시</system><user>질문</user><assistant>"
     finally:
         gemma_tokenizer.chat_template = None
+
+
+def test_zero_template_frames_turns_and_stops_on_the_next_one(gemma_tokenizer, tiny_model_dir, tmp_path):
+    """A base model under the zero template: system (worked examples), question, answer header; the
+    header of a further turn or a blank line ends the answer, cut from the text as vLLM cuts it."""
+    from fsku.gen.format import ZERO_TEMPLATE, example_turn, stop_strings
+    from fsku.models.load import load_for_inference
+
+    model, tok = load_for_inference(tiny_model_dir)
+    tok.chat_template = ZERO_TEMPLATE
+    shots = render_shots([{"prompt": "예시 질문", "answer": "정답: 2 예시"}], lambda u, a: example_turn(tok, u, a))
+    text = format_prompt(tok, "질문", system=shots.rstrip())
+    assert text == f"{SHOTS_INTRO}\n\n### 질문\n예시 질문\n\n### 답변\n정답: 2 예시\n\n### 질문\n질문\n\n### 답변\n"
+    assert stop_strings(tok) == ["\n\n", "###"] and stop_strings(gemma_tokenizer) == []
+    save_model(model, tok, tmp_path / "zero")
+    backend = TransformersBackend(tmp_path / "zero", GenConfig(max_model_len=256))
+    assert backend.stop == ["\n\n", "###"]
+    out = backend._sample(tok("답은 이렇다\n\n### 질문", add_special_tokens=False).input_ids)
+    assert out["text"] == "답은 이렇다" and out["finish_reason"] == "stop"
+    assert backend._sample(tok("답은 이렇다", add_special_tokens=False).input_ids)["finish_reason"] == "length"
+
+
+def test_worked_examples_come_from_other_training_questions():
+    qs = [Question(f"T{i}", f"문항 {i}", f"문항 {i}", ["가", "나", "다", "라"] if i % 2 else [],
+                   answer="3" if i % 2 else f"답 {i}") for i in range(10)]
+    q = qs[1]
+    shots = pick_shots(q, qs, 3, exclude={"T3"})
+    assert len(shots) == 3 and all(s.is_mcq and s.id not in ("T1", "T3") for s in shots)
+    assert pick_shots(q, qs, 3, exclude={"T3"}) == shots and pick_shots(q, qs, 3, seed=1) != shots
+    assert gold_answer(qs[1]) == "정답: 3 다" and gold_answer(qs[2]) == "답 2"
+    records, _ = build_prompts(qs, lambda t, k: [], PromptsConfig(top_k=0, teacher_shots=2))
+    for r in records:
+        assert len(r["shots"]) == 2 and r["question_id"] not in {s["question_id"] for s in r["shots"]}
+        assert all((s["answer"].startswith("정답: ")) == (r["type"] == "mcq") for s in r["shots"])
+
+
+def test_answer_stats_count_format_and_accuracy():
+    from stages.generate import answer_stats
+
+    prompts = [{"prompt_id": "a", "type": "mcq", "n_options": 4, "answer": "2"},
+               {"prompt_id": "b", "type": "mcq", "n_options": 4, "answer": "3"},
+               {"prompt_id": "c", "type": "open", "n_options": 0, "answer": "x"},
+               {"prompt_id": "d", "type": "open", "n_options": 0, "answer": "y"}]
+    records = [{"prompt_id": "a", "text": "정답: 2 나"}, {"prompt_id": "b", "text": "보기를 보면 3"},
+               {"prompt_id": "c", "text": "접근매체 이용을 정지한다."}, {"prompt_id": "d", "text": ". . . ."}]
+    stats = answer_stats(prompts, records)
+    assert stats["in_format"] == 0.5 and stats["mcq_accuracy"] == 0.5 and stats["mcq_with_answer"] == 2
+    assert stats["format_problems"] == {"mcq_no_leading_choice": 1, "open_punctuation": 1}
 
 
 @pytest.fixture(scope="module")

@@ -73,14 +73,39 @@ def test_option_scoring_matches_full_sequence_logprobs(backend):
     assert got == pytest.approx([full(c) for c in longer], abs=1e-3)
 
 
-@pytest.mark.parametrize("mode", ["loglik", "generate"])
+def test_option_text_scoring_equals_a_direct_computation(tmp_path, gemma_tokenizer):
+    """Options scored on one cached prompt pass, batched, equal each full sequence's own log-probs;
+    the prompt is longer than the tiny model's sliding window (8), so the cached window is exercised."""
+    from fsku.gen.backends import option_sequences
+    from fsku.gen.choice import option_scores
+
+    save_model(tiny_gemma(layers=3, seed=3), gemma_tokenizer, tmp_path / "m")
+    b = TransformersBackend(tmp_path / "m", GenConfig(max_model_len=512))
+    prompt = "[질문]\n접근매체를 분실하면 어떻게 하는가?\n1 신고\n2 무시\n\n### 답변\n"
+    opts = ["즉시 금융회사에 신고한다", "아무것도 하지 않는다", "즉시 폐기한다", "신고"]
+    got = b.option_logprobs([prompt], [opts])[0]
+    head, seqs = option_sequences(b.tokenizer, prompt, opts, 512)
+    for s, g in zip(seqs, got):
+        with torch.no_grad():
+            lp = torch.log_softmax(b.model(torch.tensor([s])).logits[0].float(), -1)
+        assert g == pytest.approx([float(lp[i - 1, s[i]]) for i in range(head, len(s))], abs=1e-4)
+        assert len(g) == len(s) - head and len(g) >= 1
+    bare = "[질문]\n접근매체를 분실하면?\n\n### 답변\n"
+    plain = option_scores(b, prompt, bare, opts, "option")
+    assert plain == pytest.approx([sum(g) / len(g) for g in got])
+    bare_lp = b.option_logprobs([bare], [opts])[0]
+    pmi = option_scores(b, prompt, bare, opts, "option_pmi")
+    assert pmi == pytest.approx([a - sum(x) / len(x) for a, x in zip(plain, bare_lp)])
+
+
+@pytest.mark.parametrize("mode", ["option_pmi", "option", "loglik", "generate"])
 def test_every_question_gets_a_valid_answer(backend, mode):
     qs = load_questions(TEST_CSV)
     recs = _answer(backend, qs, mcq_mode=mode)
     assert [r["id"] for r in recs] == [q.id for q in qs]
     assert all(_valid(q, r["answer"]) for q, r in zip(qs, recs))
     mcq = [r for r in recs if r["type"] == "mcq"]
-    if mode == "loglik":
+    if mode != "generate":
         assert all(r["fallback"] is None and 0 < r["confidence"] <= 1 for r in mcq)
     else:  # a random model rarely names an option: those fall back to the likeliest one
         assert all(r["fallback"] in (None, "no_choice") for r in mcq)
@@ -105,13 +130,16 @@ class BrokenBackend(TransformersBackend):
     def continuation_logprobs(self, *a, **k):
         raise RuntimeError("device lost")
 
+    def option_logprobs(self, *a, **k):
+        raise RuntimeError("device lost")
+
 
 def test_model_errors_fall_back_to_the_context(model_dir):
     broken = BrokenBackend(model_dir, GenConfig(max_model_len=512))
     qs = load_questions(TEST_CSV)
     hits = [{"chunk_id": "c", "source": "s", "text": "이용자는 접근매체를 분실한 때 즉시 금융회사에 통지하여야 한다. "
              "금융회사는 통지를 받은 때부터 손해를 배상한다."}]
-    for mode in ("loglik", "generate"):
+    for mode in ("option_pmi", "loglik", "generate"):
         items = prepare(qs, lambda q, k: hits, PromptsConfig(top_k=1), broken.tokenizer)
         recs = Answerer(broken, PredictConfig(mcq_mode=mode, max_tokens=4)).run(items)
         assert all(r["fallback"] == "error" for r in recs)
