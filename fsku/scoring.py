@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from fsku.questions import Question
 
-_LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*)?(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
+# "정답: 3", "정답은 (3)", "3 ...", "(3)"; not a list item "1. ..." (an echoed instruction starts so)
+_LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)|[\(\[]?([1-9])(?![\d.]))")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _WORD_CHAR = re.compile(r"\w")
 _ANSWER_MARK = re.compile(r"정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
@@ -64,7 +65,8 @@ def open_answer_problem(text: str, max_repeat_fraction: float = 0.5) -> str | No
 def leading_choice(text: str, n_options: int) -> int | None:
     """The option number an answer starts with ("정답: 3 ...", "3 ..."), when it is in range."""
     m = _LEADING_CHOICE.match(text)
-    return int(m.group(1)) if m and 1 <= int(m.group(1)) <= n_options else None
+    n = int(m.group(1) or m.group(2)) if m else 0
+    return n if 1 <= n <= n_options else None
 
 
 def format_problem(text: str, kind: str, n_options: int = 0) -> str | None:

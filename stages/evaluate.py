@@ -77,6 +77,7 @@ def main() -> None:
         summary.update({k: stats[k] for k in ("backend", "latency_p50_s", "latency_p95_s", "questions_per_min",
                                                "fallbacks", "collapsed", "mcq_top_answer", "mcq_top_share",
                                                "mcq_distribution", "degenerate_open")}, model=ROWS[row])
+        summary["mcq_accuracy_by_scoring"] = accuracy_by_scoring(questions, records)
         summary["margin"] = margins(summary, best)
         summary["model_only"]["margin"] = margins(summary["model_only"], best)  # context fallbacks as 0
         report["rows"][row] = summary
@@ -96,6 +97,16 @@ def main() -> None:
     write_jsonl(args.out, predictions)
     write_json(args.metrics, report)
     write_text(args.plot, plot_csv(report))
+
+
+def accuracy_by_scoring(questions, records) -> dict:
+    """MCQ accuracy each option scoring would have reached on the same passes (``choice_by``)."""
+    gold = {q.id: q.answer.strip() for q in questions if q.is_mcq}
+    scored = [r for r in records if r["id"] in gold and r.get("choice_by")]
+    if not scored:
+        return {}
+    return {k: round(sum(str(r["choice_by"][k]) == gold[r["id"]] for r in scored) / len(scored), 4)
+            for k in sorted(scored[0]["choice_by"])}
 
 
 def teacher_shots(pool, search, prompts_cfg):

@@ -28,6 +28,8 @@ OVERRIDES = {
     "prompts.max_prompts": 6,
     "prompts.top_k": 2,
     "prompts.max_context_chars": 300,
+    "prompts.teacher_shots": 1,
+    "prompts.shot_context_chars": 100,
     "gen.backend": "transformers",
     "gen.batch_size": 4,
     "gen.max_model_len": 768,

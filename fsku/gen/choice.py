@@ -19,10 +19,19 @@ def option_scores(backend, prompt: str, bare: str, options: list[str], how: str)
     if how == "loglik":
         conts = [f"{ANSWER_PREFIX}{i}" for i in range(1, len(options) + 1)]
         return backend.continuation_logprobs([prompt], [conts])[0]
-    prompts = [prompt, bare] if how == "option_pmi" else [prompt]
+    return text_scores(backend, prompt, bare if how == "option_pmi" else None, options)[how]
+
+
+def text_scores(backend, prompt: str, bare: str | None, options: list[str]) -> dict[str, list[float]]:
+    """``option`` scores, and ``option_pmi`` too when ``bare`` is given: the same passes yield both,
+    so every run can report how the other scoring would have chosen."""
+    prompts = [prompt] if bare is None else [prompt, bare]
     per_token = backend.option_logprobs(prompts, [options] * len(prompts))
     means = [[sum(t) / len(t) for t in opts] for opts in per_token]
-    return means[0] if how == "option" else [a - b for a, b in zip(*means)]
+    out = {"option": means[0]}
+    if bare is not None:
+        out["option_pmi"] = [a - b for a, b in zip(*means)]
+    return out
 
 
 def best(scores: list[float]) -> int:

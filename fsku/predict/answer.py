@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fsku.gen.choice import best, option_scores
+from fsku.gen.choice import best, option_scores, text_scores
 from fsku.gen.config import SamplingConfig
 from fsku.gen.format import format_prompt
 from fsku.gen.prompts import user_prompt
@@ -194,8 +194,13 @@ class Answerer:
         """The option the model scores highest (``mcq_mode``; generate mode falls back to ``option_pmi``)."""
         t = time.perf_counter()
         how = self.cfg.mcq_mode if self.cfg.mcq_mode != "generate" else GENERATE_FALLBACK
+        both = {}
         try:
-            lps = option_scores(self.backend, it.prompt, it.bare, it.q.options, how)
+            if how == "loglik":
+                lps = option_scores(self.backend, it.prompt, it.bare, it.q.options, how)
+            else:  # both text scorings from the same passes: the record shows what the other would pick
+                both = text_scores(self.backend, it.prompt, it.bare if how == "option_pmi" else None, it.q.options)
+                lps = both[how]
         except Exception as e:  # the model failed: nothing left but the context
             log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
             return self._fallback(it, "error", mode, spent + time.perf_counter() - t)
@@ -203,7 +208,8 @@ class Answerer:
         probs = [math.exp(x - top) for x in lps]
         choice = best(lps)
         return self._record(it, mode, str(choice), spent + time.perf_counter() - t,
-                            confidence=round(probs[choice - 1] / sum(probs), 4), fallback=reason)
+                            confidence=round(probs[choice - 1] / sum(probs), 4), fallback=reason,
+                            **({"choice_by": {k: best(v) for k, v in both.items()}} if both else {}))
 
     def _generate(self, items: list[Item], max_tokens: int) -> tuple[list[dict] | None, float]:
         sp = SamplingConfig(temperature=0.0, max_tokens=max_tokens)
