@@ -67,10 +67,10 @@ def test_zero_template_frames_turns_and_stops_on_the_next_one(gemma_tokenizer, t
     shots = render_shots([{"prompt": "예시 질문", "answer": "정답: 2 예시"}], lambda u, a: example_turn(tok, u, a))
     text = format_prompt(tok, "질문", system=shots.rstrip())
     assert text == f"{SHOTS_INTRO}\n\n### 질문\n예시 질문\n\n### 답변\n정답: 2 예시\n\n### 질문\n질문\n\n### 답변\n"
-    assert stop_strings(tok) == ["\n\n", "###"] and stop_strings(gemma_tokenizer) == []
+    assert stop_strings(tok) == ["\n", "###"] and stop_strings(gemma_tokenizer) == []
     save_model(model, tok, tmp_path / "zero")
     backend = TransformersBackend(tmp_path / "zero", GenConfig(max_model_len=256))
-    assert backend.stop == ["\n\n", "###"]
+    assert backend.stop == ["\n", "###"]
     out = backend._sample(tok("답은 이렇다\n\n### 질문", add_special_tokens=False).input_ids)
     assert out["text"] == "답은 이렇다" and out["finish_reason"] == "stop"
     assert backend._sample(tok("답은 이렇다", add_special_tokens=False).input_ids)["finish_reason"] == "length"

@@ -18,8 +18,9 @@ ZERO_TEMPLATE = (
     "{% elif m['role'] == 'user' %}### 질문\n{{ m['content'] }}\n\n"
     "{% elif m['role'] == 'assistant' %}### 답변\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}### 답변\n{% endif %}")
-# a base model that has answered goes on with a blank line and the next "### 질문"
-ZERO_STOP = ["\n\n", "###"]
+# an answer is one paragraph; a base model that has answered goes on with a new line (a repeat, a
+# list, the next "### 질문")
+ZERO_STOP = ["\n", "###"]
 
 
 def example_turn(tokenizer, user: str, answer: str) -> str:
