@@ -1,7 +1,7 @@
 """`predict` on the embedded default: the quantized model against the merged one, side by side on
 the same questions in one run, with the projection to the competition's 515 questions in 270 minutes.
 
-    python benchmarks/bench_predict.py [--test data/raw/test.csv] [--mcq-mode loglik|generate]
+    python benchmarks/bench_predict.py [--test data/raw/test.csv] [--mcq-mode option_pmi|option|loglik|generate]
 
 Needs `make run` (models/merged, models/quantized, models/index). Uses params.yaml's `predict`
 section with the resume cache off; model loading is reported apart from answering.
@@ -28,7 +28,7 @@ BUDGET_MIN, COMPETITION_QUESTIONS = 270, 515
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--test", default=str(ROOT / "data/raw/test.csv"))
-    p.add_argument("--mcq-mode", default=None, choices=["loglik", "generate"])
+    p.add_argument("--mcq-mode", default=None, choices=["option_pmi", "option", "loglik", "generate"])
     args = p.parse_args()
     params = ROOT / "params.yaml"
     cfg = replace(load_section(PredictConfig, "predict", params), cache=False)

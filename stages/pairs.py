@@ -29,6 +29,9 @@ def main() -> None:
         questions = {q.id: q for q in load_questions(args.questions)}
         scorer = get_scorer(cfg.scorer)
     train, test, counts = make_pairs(read_jsonl(args.teacher), read_jsonl(args.student), cfg, questions, scorer)
+    if not train:  # nothing to write that distill could learn from: say why, keep the previous out
+        raise ValueError(f"{args.teacher} + {args.student}: no training pair left of {counts['teacher_records']} "
+                         f"prompts (dropped: {counts['dropped']}); read a few answers of each model")
     with atomic_dir(args.out) as tmp:
         write_jsonl(Path(tmp) / "train.jsonl", train)
         write_jsonl(Path(tmp) / "test.jsonl", test)
