@@ -34,7 +34,8 @@ def main() -> None:
     p.add_argument("--questions", nargs="+", default=None, help="FSKU-format CSV file(s) (default: eval.questions)")
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=None)
     p.add_argument("--index", default="models/index")
-    p.add_argument("--shots", default="data/raw/questions/train.csv", help="the teacher's worked examples come from here")
+    p.add_argument("--shots", default="data/raw/questions/train.csv",
+                   help="the teacher's worked examples come from here; '' = none")
     p.add_argument("--metrics", default="metrics/eval.json")
     p.add_argument("--plot", default="metrics/eval_scores.csv")
     p.add_argument("--out", default="data/eval/predictions.jsonl")
@@ -63,7 +64,7 @@ def main() -> None:
     for name, b in baselines.items():
         print(f"baseline {name}: " + (f"mcq {b['mcq_accuracy']}" if b["kind"] == "mcq" else f"open {b['open_score']}")
               + (f" (expected {b['mcq_expected_accuracy']})" if "mcq_expected_accuracy" in b else ""), flush=True)
-    pool = load_questions(args.shots) if "teacher" in rows and prompts_cfg.teacher_shots else []
+    pool = load_questions(args.shots) if args.shots and "teacher" in rows and prompts_cfg.teacher_shots else []
     answers = {}
     for row in rows:
         t = time.perf_counter()

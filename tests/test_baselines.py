@@ -203,7 +203,8 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
         "eval": {"similarity_model": "char-bigram", "max_tokens": 4, "batch_size": 8, "teacher": True},
         "gen": {"max_model_len": 512}, "prompts": {"top_k": 0}}))
     run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "teacher",
-         "--index", ""], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+         "--index", "", "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)})
     m = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert set(m["baselines"]) == {"mcq_constant_1", "mcq_constant_gold_mode", "mcq_random", "mcq_overlap",
                                    "open_constant_dot", "open_fallback"}
