@@ -14,8 +14,8 @@ from fsku.config import load_section
 from fsku.gen.backends import TransformersBackend, make_backend
 from fsku.gen.choice import best, constrained_answer, option_scores
 from fsku.gen.config import GenConfig, PromptsConfig
-from fsku.gen.prompts import user_prompt
 from fsku.gen.format import example_turn, format_prompt
+from fsku.gen.prompts import user_prompt
 from fsku.gen.runner import model_fingerprint, run_generation, write_final
 from fsku.gen.shots import render_shots
 from fsku.scoring import format_problem, leading_choice
