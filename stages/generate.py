@@ -18,10 +18,10 @@ from fsku.gen.format import example_turn, format_prompt
 from fsku.gen.prompts import user_prompt
 from fsku.gen.runner import model_fingerprint, run_generation, write_final
 from fsku.gen.shots import render_shots
-from fsku.scoring import format_problem, leading_choice
 from fsku.io import read_jsonl, write_json
 from fsku.models.adapter import tokenizer_source
 from fsku.questions import Question, parse_question
+from fsku.scoring import format_problem, leading_choice
 from fsku.stage import parser, run, seed_everything
 
 MODELS = {"teacher": "models/teacher", "student": "models/student_sft"}  # the student after sft
