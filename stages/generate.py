@@ -13,14 +13,13 @@ from pathlib import Path
 from fsku.config import load_section
 from fsku.gen.backends import TransformersBackend, make_backend
 from fsku.gen.choice import best, constrained_answer, option_scores
-from fsku.gen.config import GenConfig, PromptsConfig
+from fsku.gen.config import GenConfig
 from fsku.gen.format import example_turn, format_prompt
-from fsku.gen.prompts import user_prompt
 from fsku.gen.runner import model_fingerprint, run_generation, write_final
 from fsku.gen.shots import render_shots
 from fsku.io import read_jsonl, write_json
 from fsku.models.adapter import tokenizer_source
-from fsku.questions import Question, parse_question
+from fsku.questions import parse_question
 from fsku.scoring import format_problem, leading_choice
 from fsku.stage import parser, run, seed_everything
 
@@ -93,11 +92,10 @@ def choose_options(backend, tokenizer, prompts: list[dict], how: str) -> dict[st
     highest, written in the answer format."""
     out = {}
     for p in prompts:
-        stem, options = parse_question(p["question"])
-        bare = format_prompt(tokenizer, user_prompt(Question(p["question_id"], p["question"], stem, options),
-                                                    [], PromptsConfig()))
-        prompt = format_prompt(tokenizer, p["prompt"])
-        scores = option_scores(backend, prompt, bare, options, how)
+        _, options = parse_question(p["question"])
+        prompt = format_prompt(tokenizer, p["prompt"])  # loglik: the digit after the listed options
+        scored = prompt if how == "loglik" else format_prompt(tokenizer, p["cloze"])
+        scores = option_scores(backend, scored, format_prompt(tokenizer, p["cloze_bare"]), options, how)
         text = constrained_answer(best(scores), options)
         out[p["prompt_id"]] = {"text": text, "n_tokens": len(tokenizer(text, add_special_tokens=False).input_ids),
                                "finish_reason": "stop", "prompt_tokens": len(tokenizer(prompt).input_ids),

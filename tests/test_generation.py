@@ -38,6 +38,10 @@ def test_build_prompts_carries_context_and_stable_ids():
     assert [r["prompt_id"] for r in recs] == [r["prompt_id"] for r in again]
     assert recs[0]["type"] == "mcq" and "1 가\n2 나" in recs[0]["prompt"] and "본문 하나" in recs[0]["prompt"]
     assert recs[0]["context_ids"] == ["c1", "c2"] and recs[1]["type"] == "open"
+    # option texts are scored under the context and the stem alone (no listed options, no instruction)
+    assert "본문 하나" in recs[0]["cloze"] and recs[0]["cloze"].endswith("옳은 것은?")
+    assert "1 가" not in recs[0]["cloze"] and "(없음)" in recs[0]["cloze_bare"] and "본문" not in recs[0]["cloze_bare"]
+    assert "cloze" not in recs[1]
     assert counts["prompts"] == 2 and counts["mcq"] == 1
     capped, counts = build_prompts(qs * 1, lambda t, k: [], PromptsConfig(top_k=0, max_prompts=1))
     assert len(capped) == 1 and "(없음)" in capped[0]["prompt"]

@@ -98,6 +98,23 @@ def test_option_text_scoring_equals_a_direct_computation(tmp_path, gemma_tokeniz
     assert pmi == pytest.approx([a - sum(x) / len(x) for a, x in zip(plain, bare_lp)])
 
 
+def test_options_are_scored_under_the_cloze_prompt(backend):
+    """Text scorings see the context and the stem, never the listed options; loglik reads the digit
+    after the listed options. The record's choice is the best cloze score."""
+    from fsku.gen.choice import best, option_scores
+
+    chunk = {"chunk_id": "c", "source": "a.pdf", "title": "법", "section": "", "text": "접근매체 분실 시 즉시 신고한다."}
+    q = Question("Q1", "분실 시 조치는?\n1 즉시 신고한다\n2 아무것도 하지 않는다", "분실 시 조치는?",
+                 ["즉시 신고한다", "아무것도 하지 않는다"])
+    it = prepare([q], lambda t, k: [chunk], PromptsConfig(top_k=1), backend.tokenizer)[0]
+    assert "아무것도 하지 않는다" in it.prompt and "아무것도" not in it.cloze and "접근매체 분실" in it.cloze
+    assert "접근매체 분실" not in it.bare and "분실 시 조치는?" in it.bare
+    for how in ("option", "option_pmi"):
+        rec = Answerer(backend, PredictConfig(mcq_mode=how, batch_size=8)).run([it])[0]
+        assert rec["answer"] == str(best(option_scores(backend, it.cloze, it.bare, q.options, how)))
+        assert set(rec["choice_by"]) == {"option", "option_pmi"}
+
+
 @pytest.mark.parametrize("mode", ["option_pmi", "option", "loglik", "generate"])
 def test_every_question_gets_a_valid_answer(backend, mode):
     qs = load_questions(TEST_CSV)

@@ -1,9 +1,11 @@
 """Choosing an option by the model's own likelihoods, and answers constrained to the option set.
 
 A small model that generates ``정답: N`` mostly shows a prior over digit positions; scored on the
-options' own text it shows what it knows. ``option_pmi`` (the default) scores each option's text given
-the prompt minus the same given the prompt without the retrieved context: how much the context
-raises the option, with the model's taste for short or common phrasings cancelled out.
+options' own text it shows what it knows, provided the prompt does not list the options (a model that
+has just read an option likes to repeat it): the text scorings take ``fsku.gen.prompts.cloze_prompt``,
+the retrieved context and the stem. ``option`` scores each option's text there; ``option_pmi``
+subtracts the same given the stem without the context, cancelling the model's taste for short or
+common phrasings but also what it knew without the context.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ SCORINGS = ("option_pmi", "option", "loglik")
 
 def option_scores(backend, prompt: str, bare: str, options: list[str], how: str) -> list[float]:
     """One score per option, higher is likelier. ``loglik``: log P("정답: N" | prompt), the digit
-    after the answer mark. ``option``: mean log-probability of the option's text given the prompt.
-    ``option_pmi``: that minus the same given ``bare`` (the prompt without its retrieved context)."""
+    after the answer mark (``prompt`` lists the options). ``option``: mean log-probability of the
+    option's text given ``prompt`` (a cloze prompt). ``option_pmi``: that minus the same given
+    ``bare`` (the cloze prompt without its retrieved context)."""
     if how == "loglik":
         conts = [f"{ANSWER_PREFIX}{i}" for i in range(1, len(options) + 1)]
         return backend.continuation_logprobs([prompt], [conts])[0]

@@ -49,7 +49,7 @@ class GenConfig:
     tensor_parallel_size: int = field(1, ge=1, le=64, doc="vLLM: GPUs one model is split over")
     teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
     teacher_mcq: Literal["option_pmi", "option", "generate"] = field(
-        "option_pmi", doc="teacher's multiple-choice answers: constrained to the options, picked by this "
+        "option", doc="teacher's multiple-choice answers: constrained to the options, picked by this "
                           "scoring (fsku/gen/choice.py), or generated freely")
     shards: int = field(1, ge=1)
     shard_index: int = field(0, ge=0)

@@ -30,7 +30,7 @@ from pathlib import Path
 from fsku.gen.choice import best, option_scores, text_scores
 from fsku.gen.config import SamplingConfig
 from fsku.gen.format import format_prompt
-from fsku.gen.prompts import user_prompt
+from fsku.gen.prompts import cloze_prompt, user_prompt
 from fsku.predict.config import AnswerConfig
 from fsku.predict.fallback import answer_from_context, option_by_overlap
 from fsku.questions import Question
@@ -38,7 +38,7 @@ from fsku.scoring import extract_choice, open_answer_problem
 
 log = logging.getLogger(__name__)
 
-GENERATE_FALLBACK = "option_pmi"  # how generate mode picks when the answer names no option
+GENERATE_FALLBACK = "option"  # how generate mode picks when the answer names no option
 MODES = ("full", "fast", "fallback")
 
 
@@ -48,7 +48,8 @@ class Item:
     prompt: str          # the model's input (chat template applied)
     hits: list[dict]     # retrieved chunks, best first
     key: str = ""        # cache key
-    bare: str = ""       # multiple choice: the same prompt without the retrieved context (calibration)
+    cloze: str = ""      # multiple choice: context and stem, no options: what option texts are scored under
+    bare: str = ""       # multiple choice: the cloze prompt without the retrieved context (calibration)
 
 
 def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str = "", system_for=None) -> list[Item]:
@@ -61,9 +62,10 @@ def prepare(questions: list[Question], search, prompts_cfg, tokenizer, salt: str
         hits = search(q.stem, prompts_cfg.top_k) if search and prompts_cfg.top_k else []
         system = system_for(tokenizer, q) if system_for and not q.is_mcq else ""
         prompt = format_prompt(tokenizer, user_prompt(q, hits, prompts_cfg), system)
-        bare = format_prompt(tokenizer, user_prompt(q, [], prompts_cfg)) if q.is_mcq else ""
-        key = hashlib.sha256(json.dumps([salt, q.id, prompt]).encode()).hexdigest()[:20]
-        items.append(Item(q, prompt, hits, key, bare))
+        cloze = format_prompt(tokenizer, cloze_prompt(q, hits, prompts_cfg)) if q.is_mcq else ""
+        bare = format_prompt(tokenizer, cloze_prompt(q, [], prompts_cfg)) if q.is_mcq else ""
+        key = hashlib.sha256(json.dumps([salt, q.id, prompt, cloze]).encode()).hexdigest()[:20]
+        items.append(Item(q, prompt, hits, key, cloze, bare))
     return items
 
 
@@ -191,15 +193,15 @@ class Answerer:
         return rec
 
     def _choose(self, it: Item, mode: str, reason: str | None = None, spent: float = 0.0) -> dict:
-        """The option the model scores highest (``mcq_mode``; generate mode falls back to ``option_pmi``)."""
+        """The option the model scores highest (``mcq_mode``; generate mode falls back to ``option``)."""
         t = time.perf_counter()
         how = self.cfg.mcq_mode if self.cfg.mcq_mode != "generate" else GENERATE_FALLBACK
         both = {}
         try:
             if how == "loglik":
                 lps = option_scores(self.backend, it.prompt, it.bare, it.q.options, how)
-            else:  # both text scorings from the same passes: the record shows what the other would pick
-                both = text_scores(self.backend, it.prompt, it.bare if how == "option_pmi" else None, it.q.options)
+            else:  # both text scorings (the bare prompt is short): the record shows what the other would pick
+                both = text_scores(self.backend, it.cloze, it.bare, it.q.options)
                 lps = both[how]
         except Exception as e:  # the model failed: nothing left but the context
             log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
