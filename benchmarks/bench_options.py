@@ -1,9 +1,10 @@
 """Multiple-choice scoring cost per question, side by side on the same prompts in one run:
 
-- ``loglik``: one prompt pass, the digit after "정답: " (the old default);
-- ``option`` (shared): the options' text on one cached prompt pass, options batched on the cache;
+- ``loglik``: one pass of the full prompt (options listed), the digit after "정답: " (the old default);
+- ``option`` (shared): the options' text on one cached pass of the cloze prompt (context and stem),
+  options batched on the cache (the default);
 - ``option`` (naive): each option's full sequence scored on its own (what the cache saves);
-- ``option_pmi`` (shared): ``option`` plus the same on the prompt without its context.
+- ``option_pmi`` (shared): ``option`` plus the same on the cloze prompt without its context.
 
     python benchmarks/bench_options.py [--model models/teacher] [--questions 8]
 
@@ -23,7 +24,7 @@ from fsku.gen.backends import TransformersBackend, option_sequences
 from fsku.gen.choice import option_scores
 from fsku.gen.config import GenConfig, PromptsConfig
 from fsku.gen.format import format_prompt
-from fsku.gen.prompts import user_prompt
+from fsku.gen.prompts import cloze_prompt, user_prompt
 from fsku.predict.run import load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
@@ -50,10 +51,13 @@ def main() -> None:
     search = load_retriever(ROOT / "models/index", load_section(IndexConfig, "index", params))
     qs = [q for q in load_questions(ROOT / "data/raw/questions/eval.csv") if q.is_mcq][: args.questions]
     b = TransformersBackend(args.model, load_section(GenConfig, "gen", params))
-    items = [(format_prompt(b.tokenizer, user_prompt(q, search(q.stem, pc.top_k), pc)),
-              format_prompt(b.tokenizer, user_prompt(q, [], pc)), q.options) for q in qs]
-    option_scores(b, *items[0], "loglik")  # warm-up
-    runs = {"loglik": lambda it: option_scores(b, *it, "loglik"),
+    hits = [search(q.stem, pc.top_k) for q in qs]
+    full = [format_prompt(b.tokenizer, user_prompt(q, h, pc)) for q, h in zip(qs, hits)]
+    items = [(format_prompt(b.tokenizer, cloze_prompt(q, h, pc)), format_prompt(b.tokenizer, cloze_prompt(q, [], pc)),
+              q.options) for q, h in zip(qs, hits)]
+    listed = dict(zip(map(id, items), full))
+    option_scores(b, *items[0], "option")  # warm-up
+    runs = {"loglik": lambda it: option_scores(b, listed[id(it)], it[1], it[2], "loglik"),
             "option (shared prompt pass)": lambda it: option_scores(b, *it, "option"),
             "option (naive, per option)": lambda it: naive_option(b, it[0], it[2]),
             "option_pmi (shared prompt pass)": lambda it: option_scores(b, *it, "option_pmi")}

@@ -17,6 +17,7 @@ from fsku.questions import Question
 _LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)|[\(\[]?([1-9])(?![\d.]))")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _WORD_CHAR = re.compile(r"\w")
+_CHAR_RUN = re.compile(r"(.{1,4}?)\1{7,}")  # a unit of 1-4 characters repeated 8 times or more in a row
 _ANSWER_MARK = re.compile(r"정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
 _NUMBER = re.compile(r"(?<!\d)([1-9])(?!\d)")
 
@@ -59,7 +60,17 @@ def open_answer_problem(text: str, max_repeat_fraction: float = 0.5) -> str | No
     letters = [c for c in stripped if c.isalpha()]
     if not letters or len(_HANGUL.findall(stripped)) < 0.3 * len(letters):  # mixed-script noise too
         return "no_hangul"
-    return loop_reason(stripped, max_repeat_fraction)
+    return loop_reason(stripped, max_repeat_fraction) or char_loop(stripped, max_repeat_fraction)
+
+
+def char_loop(text: str, max_repeat_fraction: float = 0.5) -> str | None:
+    """"repetition" when runs of one repeated 1-4 character unit ("정당당당당...", "ㅁㅁㅁ...") cover
+    more than ``max_repeat_fraction`` of the non-space characters: a loop inside one word, which the
+    word 4-grams of ``loop_reason`` do not see. Answers only: ``pairs`` keeps a student's such answer
+    as the rejected side, which is what contrastive distillation learns from."""
+    dense = "".join(text.split())
+    covered = sum(m.end() - m.start() for m in _CHAR_RUN.finditer(dense))
+    return "repetition" if dense and covered / len(dense) > max_repeat_fraction else None
 
 
 def leading_choice(text: str, n_options: int) -> int | None:

@@ -1,7 +1,7 @@
 import pytest
 
 from fsku.questions import Question
-from fsku.scoring import char_ngram_cosine, extract_choice, get_scorer, keyword_score, reference_score
+from fsku.scoring import char_loop, char_ngram_cosine, loop_reason, open_answer_problem, extract_choice, get_scorer, keyword_score, reference_score
 
 
 @pytest.mark.parametrize("text, n, expected", [
@@ -36,3 +36,16 @@ def test_get_scorer():
         get_scorer("bleu")
     with pytest.raises(ValueError, match="cannot be loaded"):
         get_scorer("fsku.scoring:nope")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("정당" + "당" * 60, "repetition"),            # a loop inside one word: no word 4-gram sees it
+    ("정답: 3 " + "가나" * 20, "repetition"),
+    ("금액은 1,000,000원이며 보고 기한은 10일이다.", None),
+    ("접근매체를 분실하면 즉시 금융회사에 통지한다.", None),
+    ("아아아아아아아아 접근매체를 분실하면 즉시 금융회사에 통지하고 이용을 정지한다.", None),  # a short run
+])
+def test_char_loop(text, expected):
+    assert char_loop(text) == expected
+    assert open_answer_problem(text) == expected
+    assert loop_reason(text) is None  # pairs keeps such a student answer as the rejected side
