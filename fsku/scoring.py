@@ -17,6 +17,8 @@ from fsku.questions import Question
 _LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)|[\(\[]?([1-9])(?![\d.]))")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _WORD_CHAR = re.compile(r"\w")
+MIN_ANSWER_HANGUL = 10   # the eval and train gold answers have 40 or more
+ECHO_CONTAINMENT = 0.8
 _CHAR_RUN = re.compile(r"(.{1,4}?)\1{7,}")  # a unit of 1-4 characters repeated 8 times or more in a row
 _ANSWER_MARK = re.compile(r"정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
 _NUMBER = re.compile(r"(?<!\d)([1-9])(?!\d)")
@@ -80,12 +82,31 @@ def leading_choice(text: str, n_options: int) -> int | None:
     return n if 1 <= n <= n_options else None
 
 
-def format_problem(text: str, kind: str, n_options: int = 0) -> str | None:
+def non_answer(text: str, question: str) -> str | None:
+    """Why a well-formed open-ended answer still answers nothing, or None: ``too_short``, fewer than
+    ``MIN_ANSWER_HANGUL`` Hangul syllables (a heading such as "1.2 용어의 정의", a template marker
+    such as "[질문]", a fragment: FSKU asks for explanations); ``echo``, at least
+    ``ECHO_CONTAINMENT`` of its character bigrams come from the question (a model restating it)."""
+    if len(_HANGUL.findall(text)) < MIN_ANSWER_HANGUL:
+        return "too_short"
+    grams = _bigrams(text)
+    if grams and question and len(grams & _bigrams(question)) / len(grams) >= ECHO_CONTAINMENT:
+        return "echo"
+    return None
+
+
+def _bigrams(text: str) -> set[str]:
+    dense = "".join(text.split())
+    return {dense[i:i + 2] for i in range(len(dense) - 1)}
+
+
+def format_problem(text: str, kind: str, n_options: int = 0, question: str | None = None) -> str | None:
     """Why a generated answer is out of the expected format, or None: a multiple-choice answer must
-    name a valid option number first; an open-ended one must pass ``open_answer_problem``."""
+    name a valid option number first; an open-ended one must pass ``open_answer_problem``, and
+    ``non_answer`` too when ``question`` is given."""
     if kind == "mcq":
         return None if leading_choice(text, n_options) else "no_leading_choice"
-    return open_answer_problem(text)
+    return open_answer_problem(text) or (non_answer(text, question) if question is not None else None)
 
 
 def keyword_score(pred: str, keywords: list[str]) -> float:

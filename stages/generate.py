@@ -105,14 +105,15 @@ def choose_options(backend, tokenizer, prompts: list[dict], how: str) -> dict[st
 
 def answer_stats(prompts: list[dict], records: list[dict]) -> dict:
     """How many answers are in format (multiple choice: a valid option number first; open-ended:
-    Korean text that is not a loop or punctuation), why the others are not, and the share of
+    Korean text that is not a loop or punctuation, and answers: not too short, not an echo of the
+    question), why the others are not, and the share of
     multiple-choice answers whose leading number is the reference answer."""
     by_id = {p["prompt_id"]: p for p in prompts}
     problems = {}
     right = mcq = 0
     for r in records:
         p = by_id[r["prompt_id"]]
-        why = format_problem(r["text"], p["type"], p["n_options"])
+        why = format_problem(r["text"], p["type"], p["n_options"], question=p["question"])
         if why:
             problems[f"{p['type']}_{why}"] = problems.get(f"{p['type']}_{why}", 0) + 1
         if p["type"] == "mcq" and p.get("answer"):

@@ -140,10 +140,10 @@ class ScriptedBackend:
 
 
 def test_degenerate_open_answers_go_to_the_fallback_with_the_reason():
-    texts = [". . . . .", "", "hello world", "보안 점검 결과 보고 " * 8, "정당" + "당" * 60,
-             "접근매체를 분실하면 즉시 금융회사에 통지한다."]
+    texts = [". . . . .", "", "hello world", "보안 점검 결과 보고 " * 8, "정당" + "당" * 60, "[질문]",
+             "접근매체 분실 시 의무를 설명하세요.", "접근매체를 분실하면 즉시 금융회사에 통지한다."]
     reasons = ["degenerate:punctuation", "degenerate:empty", "degenerate:no_hangul", "degenerate:repetition",
-               "degenerate:repetition", None]
+               "degenerate:repetition", "degenerate:too_short", "degenerate:echo", None]
     qs = [Question(f"O{i}", "", "접근매체 분실 시 의무를 설명하세요.", [], answer=OPEN_GOLD) for i in range(len(texts))]
     items = [Item(q, f"prompt {q.id}", _hits(OPEN_GOLD + " 금융회사는 손해를 배상한다."), key=q.id) for q in qs]
     recs = Answerer(ScriptedBackend(texts), PredictConfig(batch_size=8)).run(items)
@@ -155,8 +155,8 @@ def test_degenerate_open_answers_go_to_the_fallback_with_the_reason():
         else:
             assert r["source"] == "model" and r["answer"] == text
     health = answer_health(recs)
-    assert health["degenerate_open"] == {"count": 5, "share": 0.8333, "reasons": {
-        "empty": 1, "no_hangul": 1, "punctuation": 1, "repetition": 2}}
+    assert health["degenerate_open"] == {"count": 7, "share": 0.875, "reasons": {
+        "echo": 1, "empty": 1, "no_hangul": 1, "punctuation": 1, "repetition": 2, "too_short": 1}}
 
 
 def test_degenerate_answer_scores_exactly_zero(tiny_encoder):

@@ -1,7 +1,7 @@
 import pytest
 
 from fsku.questions import Question
-from fsku.scoring import char_loop, char_ngram_cosine, loop_reason, open_answer_problem, extract_choice, get_scorer, keyword_score, reference_score
+from fsku.scoring import char_loop, char_ngram_cosine, format_problem, non_answer, loop_reason, open_answer_problem, extract_choice, get_scorer, keyword_score, reference_score
 
 
 @pytest.mark.parametrize("text, n, expected", [
@@ -49,3 +49,18 @@ def test_char_loop(text, expected):
     assert char_loop(text) == expected
     assert open_answer_problem(text) == expected
     assert loop_reason(text) is None  # pairs keeps such a student answer as the rejected side
+
+
+QUESTION = "클라우드 서비스 제공자에게 장애가 발생하더라도 금융회사가 취해야 할 대응 방안을 기술하세요."
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[질문]", "too_short"), ("1.2 용어의 정의", "too_short"), ("14일 이내", "too_short"),
+    ("제공자에게 장애가 발생하더라도 금융회사가 취해야 할 대응 방안을 기술하세요.", "echo"),
+    ("업무연속성 계획을 수립하고 주요 데이터는 물리적으로 떨어진 센터에 이중으로 백업한다.", None),
+    ("장애가 발생하더라도 업무를 지속할 수 있도록 업무연속성 계획을 수립하여야 한다.", None),  # shares words, answers
+])
+def test_non_answer(text, expected):
+    assert non_answer(text, QUESTION) == expected
+    assert format_problem(text, "open", question=QUESTION) == expected
+    assert format_problem(text, "open") is None  # without the question (sft's filter): only open_answer_problem

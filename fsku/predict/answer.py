@@ -4,7 +4,8 @@ Every question gets an answer, whatever happens: a multiple-choice question whos
 names no valid option, is cut off by the time limit, or whose model call raised, is answered by
 the likeliest option (or, if the model itself failed, by the option closest to the retrieved
 context); a degenerate (``fsku.scoring.open_answer_problem``: empty, punctuation only, no
-Hangul, or a loop), late or failed open-ended answer is composed from the top retrieved chunk.
+Hangul, or a loop), non-answering (``fsku.scoring.non_answer``: too short to explain, or an echo of
+the question), late or failed open-ended answer is composed from the top retrieved chunk.
 Each record says whether, and why, a fallback answered: ``fallback`` is None for the model's own
 answer, else the reason (``timeout``, ``error``, ``budget``, ``no_choice``, or
 ``degenerate:<reason>``, whose record keeps the model's text as ``generated``); ``source`` says
@@ -34,7 +35,7 @@ from fsku.gen.prompts import cloze_prompt, user_prompt
 from fsku.predict.config import AnswerConfig
 from fsku.predict.fallback import answer_from_context, option_by_overlap
 from fsku.questions import Question
-from fsku.scoring import extract_choice, open_answer_problem
+from fsku.scoring import extract_choice, non_answer, open_answer_problem
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,8 @@ class Answerer:
                 recs[it.key] = self._fallback(it, "error", mode, per_q)
                 continue
             text = " ".join(outs[i]["text"].split())
-            problem = open_answer_problem(outs[i]["text"])  # before the join: a loop of lines counts
+            # before the join: a loop of lines counts
+            problem = open_answer_problem(outs[i]["text"]) or non_answer(text, it.q.stem)
             if outs[i]["finish_reason"] == "time":  # an answer cut off by the limit is incomplete
                 recs[it.key] = self._fallback(it, "timeout", mode, per_q)
             elif problem:  # says nothing (empty, punctuation, no Hangul, a loop): keep what it said
