@@ -97,15 +97,21 @@ def test_worked_examples_come_from_other_training_questions():
 def test_answer_stats_count_format_and_accuracy():
     from stages.generate import answer_stats
 
-    prompts = [{"prompt_id": "a", "type": "mcq", "n_options": 4, "answer": "2"},
-               {"prompt_id": "b", "type": "mcq", "n_options": 4, "answer": "3"},
-               {"prompt_id": "c", "type": "open", "n_options": 0, "answer": "x"},
-               {"prompt_id": "d", "type": "open", "n_options": 0, "answer": "y"}]
+    ask = "접근매체를 분실한 이용자의 의무를 설명하세요."
+    prompts = [{"prompt_id": "a", "type": "mcq", "n_options": 4, "answer": "2", "question": "옳은 것은?"},
+               {"prompt_id": "b", "type": "mcq", "n_options": 4, "answer": "3", "question": "옳은 것은?"},
+               {"prompt_id": "c", "type": "open", "n_options": 0, "answer": "x", "question": ask},
+               {"prompt_id": "d", "type": "open", "n_options": 0, "answer": "y", "question": ask},
+               {"prompt_id": "e", "type": "open", "n_options": 0, "answer": "z", "question": ask},
+               {"prompt_id": "f", "type": "open", "n_options": 0, "answer": "w", "question": ask}]
     records = [{"prompt_id": "a", "text": "정답: 2 나"}, {"prompt_id": "b", "text": "보기를 보면 3"},
-               {"prompt_id": "c", "text": "접근매체 이용을 정지한다."}, {"prompt_id": "d", "text": ". . . ."}]
+               {"prompt_id": "c", "text": "이용자는 분실 사실을 안 즉시 금융회사에 통지하여야 한다."},
+               {"prompt_id": "d", "text": ". . . ."}, {"prompt_id": "e", "text": "접근매체를 분실한 이용자의 의무를 설명하세요."},
+               {"prompt_id": "f", "text": "1.2 용어의 정의"}]
     stats = answer_stats(prompts, records)
-    assert stats["in_format"] == 0.5 and stats["mcq_accuracy"] == 0.5 and stats["mcq_with_answer"] == 2
-    assert stats["format_problems"] == {"mcq_no_leading_choice": 1, "open_punctuation": 1}
+    assert stats["in_format"] == 0.3333 and stats["mcq_accuracy"] == 0.5 and stats["mcq_with_answer"] == 2
+    assert stats["format_problems"] == {"mcq_no_leading_choice": 1, "open_echo": 1, "open_punctuation": 1,
+                                        "open_too_short": 1}
 
 
 @pytest.fixture(scope="module")
