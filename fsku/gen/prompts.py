@@ -17,7 +17,6 @@ from fsku.gen.config import DedupConfig, PromptsConfig
 from fsku.gen.shots import shots_for
 from fsku.questions import Question
 
-USER_TEMPLATE = "다음 참고 자료를 바탕으로 질문에 답하세요.\n\n[참고 자료]\n{context}\n\n[질문]\n{question}\n\n{instruction}"
 MCQ_INSTRUCTION = "보기 중 정답 번호를 고르고 \"정답: 번호\" 형식으로 답한 뒤 이유를 한 문장으로 설명하세요."
 OPEN_INSTRUCTION = "핵심 용어를 포함하여 2~3문장으로 답하세요."
 NO_CONTEXT = "(없음)"
@@ -26,6 +25,7 @@ NO_CONTEXT = "(없음)"
 # option it has just read (measured on eval.csv, README "Answering": Gemma 3 270M 0.30 that way, 0.63
 # on this prompt).
 CLOZE_TEMPLATE = "다음 참고 자료를 바탕으로 질문에 답하세요.\n\n[참고 자료]\n{context}\n\n[질문]\n{question}"
+USER_TEMPLATE = CLOZE_TEMPLATE + "\n\n{instruction}"  # what the models answer: the options and the instruction too
 
 
 def prompt_id(text: str) -> str:

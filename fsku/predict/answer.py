@@ -254,7 +254,7 @@ class Answerer:
             problem = open_answer_problem(outs[i]["text"]) or non_answer(text, it.q.stem)
             if outs[i]["finish_reason"] == "time":  # an answer cut off by the limit is incomplete
                 recs[it.key] = self._fallback(it, "timeout", mode, per_q)
-            elif problem:  # says nothing (empty, punctuation, no Hangul, a loop): keep what it said
+            elif problem:  # says nothing (empty, punctuation, no Hangul, a loop, too short, an echo): keep it
                 recs[it.key] = {**self._fallback(it, f"degenerate:{problem}", mode, per_q), "generated": text,
                                 "finish_reason": outs[i]["finish_reason"]}
             else:

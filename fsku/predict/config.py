@@ -15,7 +15,7 @@ class AnswerConfig:
     mcq_mode: Literal["option_pmi", "option", "loglik", "generate"] = field(
         "option", doc="option: mean log-prob of each option's text given the context and the stem (cloze prompt); "
                       "option_pmi: that minus the same without the retrieved context; loglik: the likeliest '정답: N'; "
-                          "generate: the number read from a generated answer")
+                      "generate: the number read from a generated answer")
     mcq_max_tokens: int = field(32, ge=1, le=4096, doc="generate mode: tokens for a multiple-choice answer")
     max_tokens: int = field(64, ge=1, le=8192, doc="tokens for an open-ended answer")
     batch_size: int = field(8, ge=1, le=4096)
