@@ -87,7 +87,9 @@ def main() -> None:
             predictions.append({"row": row, "id": rec["id"], "type": rec["type"], "answer": rec["answer"],
                                 "confidence": rec["confidence"], "fallback": rec["fallback"], "source": rec["source"],
                                 **{k: item[k] for k in ("correct", "cosine", "keyword", "score", "degenerate")
-                                   if k in item}})
+                                   if k in item},
+                                **({"generated": rec["generated"]} if rec.get("fallback") and "generated" in rec
+                                   else {})})  # what the model said when the fallback replaced it
         print(f"{row}: total {summary['total']} (mcq {summary['mcq_accuracy']}, open {summary['open_score']}; "
               f"model only {summary['model_only']['total']}; margin over the best baseline {summary['margin']}"
               f"{'; COLLAPSED' if summary['collapsed'] else ''}) in {time.perf_counter() - t:.0f} s", flush=True)

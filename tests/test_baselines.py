@@ -232,6 +232,8 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     assert plot[-1]["total"] == str(m["rows"]["teacher"]["total"])
     preds = [json.loads(x) for x in (tmp_path / "data/eval/predictions.jsonl").read_text().splitlines()]
     assert {p["row"] for p in preds} == {*m["baselines"], "student", "teacher"}
+    caught = [p for p in preds if (p.get("fallback") or "").startswith("degenerate:")]  # 4 tokens: too short
+    assert caught and all(isinstance(p["generated"], str) for p in caught)  # what the model said is kept
 
 
 class CollapsedBackend:

@@ -47,6 +47,22 @@ def test_build_prompts_carries_context_and_stable_ids():
     assert len(capped) == 1 and "(없음)" in capped[0]["prompt"]
 
 
+def test_capped_pool_reserves_a_share_for_open_questions():
+    """8 of 40 questions are open-ended: a draw of 10 regardless of kind gets few; open_share 0.5 gets
+    5, and asking for more open questions than there are fills the rest with multiple choice."""
+    from fsku.gen.prompts import cap
+
+    qs = [q(i, f"질문 {i} 설명하세요.") if i % 5 == 0 else q(i, f"질문 {i} 옳은 것은?", ["가", "나", "다", "라"])
+          for i in range(40)]
+    for share, n, want_open in ((0.5, 10, 5), (0.9, 10, 8), (0.5, 38, 8), (0.2, 10, 2)):
+        got = cap(qs, n, share, seed=0)
+        assert len(got) == n == len({x.id for x in got}) and sum(not x.is_mcq for x in got) == want_open
+    assert cap(qs, 10, 0.5, 0) == cap(qs, 10, 0.5, 0) != cap(qs, 10, 0.5, 1)
+    assert cap(qs, 10, 0.0, 0) == __import__("random").Random(0).sample(qs, 10)  # as before the share existed
+    recs, counts = build_prompts(qs, lambda t, k: [], PromptsConfig(top_k=0, max_prompts=10, open_share=0.5))
+    assert counts["open"] == 5 and counts["mcq"] == 5
+
+
 def test_format_prompt_completion_and_chat(gemma_tokenizer):
     assert not gemma_tokenizer.chat_template  # the embedded teacher is a base model
     plain = format_prompt(gemma_tokenizer, "질문", system="지시")
@@ -290,3 +306,31 @@ def test_pairs_stage_writes_jsonl_and_hf_dataset(tmp_path):
     stage("again")
     files = sorted(p.relative_to(tmp_path / "pairs") for p in (tmp_path / "pairs").rglob("*") if p.is_file())
     assert all((tmp_path / "pairs" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)
+
+
+def test_frequency_penalty_counts_answer_tokens_only(tiny_model_dir):
+    """vLLM's frequency_penalty on transformers: a logit loses the penalty once per earlier use of its
+    token in the answer; prompt tokens (the context an answer may copy) cost nothing. A strong penalty
+    leaves a greedy answer with fewer repeated tokens than none."""
+    import torch
+
+    from fsku.gen.backends import AnswerFrequencyPenalty
+
+    ids = torch.tensor([[5, 5, 7, 9, 9, 9], [5, 6, 6, 7, 1, 2]])  # prompt width 3
+    scores = torch.zeros(2, 12)
+    out = AnswerFrequencyPenalty(0.5, 3)(ids, scores.clone())
+    want = torch.zeros(2, 12)
+    want[0, 9] = -1.5
+    want[1, 7] = want[1, 1] = want[1, 2] = -0.5
+    assert torch.equal(out, want)
+    assert torch.equal(AnswerFrequencyPenalty(0.5, 6)(ids, scores.clone()), scores)  # nothing generated yet
+
+    backend = TransformersBackend(tiny_model_dir, GenConfig(max_model_len=256))
+    prompts = ["전자금융거래 접근매체의 관리 기준을 설명하세요.", "개인신용정보 보존 기간은?"]
+
+    def repeats(penalty):
+        outs = backend.generate(prompts, SamplingConfig(max_tokens=24, frequency_penalty=penalty), 0)
+        toks = [backend.tokenizer(o["text"], add_special_tokens=False).input_ids for o in outs]
+        return sum(len(t) - len(set(t)) for t in toks)
+
+    assert repeats(2.0) < repeats(0.0)

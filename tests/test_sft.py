@@ -83,6 +83,20 @@ def test_select_keeps_in_format_answers_outside_the_test_pairs(data, gemma_token
     assert len(train_all) == len(GOOD) + len(BAD) and dropped_all == {"test_prompt": 2}
 
 
+def test_select_drops_open_answers_that_echo_the_question_or_are_too_short(data, gemma_tokenizer):
+    """Given each prompt's question (as run_sft reads it from prompts.jsonl), an open answer that
+    repeats the question, or is too short to explain anything, is not taught to the student."""
+    question = "전자금융거래에서 접근매체를 분실한 이용자가 해야 할 신고 절차를 설명하세요."
+    ids = _ids(False, 3)
+    recs = [_rec(ids[0], "open", question), _rec(ids[1], "open", "[질문]"),
+            _rec(ids[2], "open", "접근매체 분실 시 즉시 금융회사에 신고해야 한다.")]
+    train, _, dropped = select_examples(recs, {}, PAIRS, gemma_tokenizer, questions={i: question for i in ids})
+    assert [e["prompt_id"] for e in train] == [ids[2]]
+    assert dropped == {"format_echo": 1, "format_too_short": 1}
+    train, _, _ = select_examples(recs, {}, PAIRS, gemma_tokenizer)  # without the questions: format alone
+    assert [e["prompt_id"] for e in train] == ids
+
+
 def test_prompt_tokens_carry_no_loss_and_completions_end_with_eos(data, gemma_tokenizer, tmp_path):
     """TRL's prompt-completion tokenisation: the prompt tokens are those generation feeds the model,
     labelled -100; the completion is the answer followed by the tokenizer's EOS, all labelled."""

@@ -34,6 +34,7 @@ if __name__ == "__main__":
     out = {"lora": backend.generate(prompts, greedy, 0)}
     lora, backend.lora = backend.lora, None   # the base model, as a plain (non-adapter) dir is served
     out["base"] = backend.generate(prompts, greedy, 0)
+    out["penalised"] = backend.generate(prompts, SamplingConfig(max_tokens=12, frequency_penalty=1.0), 0)
     out["options"] = backend.continuation_logprobs(prompts[:2], [[f"정답: {i}" for i in range(1, 5)]] * 2)
     out["records"], _ = run_generation(pool, backend, lambda p: p["prompt"], greedy, cfg, "tiny", "fp",
                                        Path(out_file).parent / "partial", "teacher")
@@ -51,6 +52,7 @@ def test_vllm_backend_base_lora_sampling_and_option_scores(tmp_path, gemma_token
     - the adapter is served as base + LoRA request: its greedy answers match the transformers backend's
       (which merges the adapter) and differ from the base model's;
     - n=3 sampling returns 3 answers per prompt;
+    - frequency_penalty means the same on both backends (greedy answers match);
     - option log-probabilities match the transformers backend's."""
     from peft import LoraConfig, get_peft_model
 
@@ -93,6 +95,8 @@ def test_vllm_backend_base_lora_sampling_and_option_scores(tmp_path, gemma_token
     same = sum(a["text"] == b["text"] for a, b in zip(out["lora"], merged))
     assert same >= 4, (out["lora"], merged)
     assert [r["text"] for r in out["lora"]] != [r["text"] for r in out["base"]]
+    penalised = base.generate(prompts, SamplingConfig(max_tokens=12, frequency_penalty=1.0), 0)
+    assert sum(a["text"] == b["text"] for a, b in zip(out["penalised"], penalised)) >= 4, (out["penalised"], penalised)
     for r in out["sampled"]:
         assert len(r["samples"]) == 3 and r["text"] == r["samples"][0]["text"]
     assert any(len({s["text"] for s in r["samples"]}) > 1 for r in out["sampled"])

@@ -59,16 +59,21 @@ class SftConfig:
 
 
 def select_examples(teacher: list[dict], n_options: dict[str, int], pairs_cfg: PairsConfig, tokenizer,
-                    require_format: bool = True) -> tuple[list[dict], list[dict], Counter]:
+                    require_format: bool = True, questions: dict[str, str] | None = None
+                    ) -> tuple[list[dict], list[dict], Counter]:
     """(train, held_out, dropped by reason): teacher answers as {"prompt", "completion"} examples.
     held_out holds the usable answers to the prompts that ``pairs`` keeps as test pairs; out-of-format
-    answers (by ``format_problem``'s reason) and those to test prompts never reach train."""
+    answers (by ``format_problem``'s reason; with ``questions``, a prompt id's question, an open
+    answer that echoes it or is too short to explain anything too) and those to test prompts never
+    reach train: a student taught on echoes learns to echo."""
+    questions = questions or {}
     train, held_out, dropped = [], [], Counter()
     for rec in teacher:
         text = rec["text"].strip()
         problem = None
         if require_format:
-            problem = format_problem(text, rec["type"], n_options.get(rec["prompt_id"], 0))
+            problem = format_problem(text, rec["type"], n_options.get(rec["prompt_id"], 0),
+                                     questions.get(rec["prompt_id"]))
         elif not text:
             problem = "empty"
         if problem:
@@ -201,9 +206,12 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    n_options = {p["prompt_id"]: int(p.get("n_options") or 0) for p in read_jsonl(prompts_file)}
+    prompts = read_jsonl(prompts_file)
+    n_options = {p["prompt_id"]: int(p.get("n_options") or 0) for p in prompts}
+    questions = {p["prompt_id"]: p["question"] for p in prompts if p.get("type") == "open" and p.get("question")}
     teacher = read_jsonl(teacher_file)
-    train, held_out, dropped = select_examples(teacher, n_options, pairs_cfg, tokenizer, cfg.require_format)
+    train, held_out, dropped = select_examples(teacher, n_options, pairs_cfg, tokenizer, cfg.require_format,
+                                               questions)
     train = drop_too_long(train, tokenizer, cfg.max_length, dropped)
     held_out = drop_too_long(held_out, tokenizer, cfg.max_length, None)
     if len(train) < 2:

@@ -9,11 +9,28 @@ import logging
 from pathlib import Path
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from fsku.gen.config import GenConfig, SamplingConfig
 from fsku.gen.format import stop_strings
 
 log = logging.getLogger(__name__)
+
+
+class AnswerFrequencyPenalty(LogitsProcessor):
+    """vLLM's ``frequency_penalty`` for ``generate``: each token's logit loses ``penalty`` per time
+    it already occurs among the generated tokens (those after ``prompt_width``); the prompt, and so
+    the retrieved context the answer may copy, is not counted (unlike ``repetition_penalty``)."""
+
+    def __init__(self, penalty: float, prompt_width: int):
+        self.penalty, self.width = penalty, prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = input_ids[:, self.width:]
+        if out.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, out, torch.ones_like(out, dtype=scores.dtype))
+        return scores - self.penalty * counts
 
 
 class TransformersBackend:
@@ -58,6 +75,8 @@ class TransformersBackend:
             kwargs["max_time"] = max_time
         if self.stop:
             kwargs.update(stop_strings=self.stop, tokenizer=self.tokenizer)
+        if sp.frequency_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList([AnswerFrequencyPenalty(sp.frequency_penalty, width)])
         if sp.temperature > 0:
             kwargs.update(temperature=sp.temperature, top_p=sp.top_p)
         else:

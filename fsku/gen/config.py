@@ -20,6 +20,9 @@ class PromptsConfig:
     top_k: int = field(3, ge=0, le=50, doc="retrieved chunks put in each prompt")
     max_context_chars: int = field(1500, ge=0, doc="context budget; chunks past it are cut")
     max_prompts: int = field(60, ge=0, doc="cap on the prompt pool after dedup; 0 = all")
+    open_share: float = field(
+        0.0, ge=0.0, le=1.0, doc="share of a capped pool reserved for open-ended questions (as far as there are); "
+                                 "0 = a draw regardless of kind")
     teacher_shots: int = field(2, ge=0, le=16, doc="worked examples (other training questions) shown to the teacher only")
     shot_context_chars: int = field(300, ge=0, doc="context budget of each worked example")
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -33,6 +36,9 @@ class SamplingConfig:
     max_tokens: int = field(64, ge=1, le=32768)
     seed: int = 0
     n: int = field(1, ge=1, le=64, doc="answers sampled per prompt (best_vs_worst pairs); >1 needs temperature > 0")
+    frequency_penalty: float = field(
+        0.0, ge=0.0, le=2.0, doc="subtracted from a token's logit once per time it already occurs in the answer "
+                                 "(vLLM's meaning; the prompt is not counted, so copying the context is not penalised)")
 
 
 @dataclass

@@ -78,13 +78,25 @@ def dedup(questions: list[Question], cfg: DedupConfig) -> tuple[list[Question], 
     return kept, dropped
 
 
+def cap(pool: list[Question], n: int, open_share: float, seed: int) -> list[Question]:
+    """A seeded draw of ``n`` questions. ``open_share`` > 0 reserves that share of them for
+    open-ended questions (as many as there are; multiple choice fills the rest, and the other way
+    round), so a capped pool still teaches the student both answer formats; 0 draws regardless of kind."""
+    rng = random.Random(seed)
+    if not open_share:
+        return rng.sample(pool, n)
+    opn = [q for q in pool if not q.is_mcq]
+    mcq = [q for q in pool if q.is_mcq]
+    n_open = min(len(opn), max(n - len(mcq), round(n * open_share)))
+    return rng.sample(opn, n_open) + rng.sample(mcq, n - n_open)
+
+
 def build_prompts(questions: list[Question], search, cfg: PromptsConfig) -> tuple[list[dict], dict]:
     """Prompt records and counts. ``search(query, k)`` returns chunk dicts, best first."""
     kept, dropped = dedup(questions, cfg.dedup)
     pool = list(kept)
     if cfg.max_prompts and len(pool) > cfg.max_prompts:
-        rng = random.Random(cfg.seed)
-        pool = sorted(rng.sample(pool, cfg.max_prompts), key=lambda q: kept.index(q))
+        pool = sorted(cap(pool, cfg.max_prompts, cfg.open_share, cfg.seed), key=lambda q: kept.index(q))
     twins: dict[str, set[str]] = {}  # near-duplicates: never an example for each other
     for d in dropped:
         twins.setdefault(d["id"], set()).add(d["duplicate_of"])

@@ -48,7 +48,8 @@ class VLLMBackend:
             cut.append(len(ids) > budget)
             inputs.append(TokensPrompt(prompt_token_ids=ids[-budget:]))
         params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=seed,
-                                n=sp.n, stop=stop_strings(self.tokenizer) or None)
+                                n=sp.n, stop=stop_strings(self.tokenizer) or None,
+                                frequency_penalty=sp.frequency_penalty)
         outs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora)
         return [with_samples([{"text": s.text, "n_tokens": len(s.token_ids),
                                "finish_reason": "length" if s.finish_reason == "length" else "stop"}

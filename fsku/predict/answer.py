@@ -214,8 +214,8 @@ class Answerer:
                             confidence=round(probs[choice - 1] / sum(probs), 4), fallback=reason,
                             **({"choice_by": {k: best(v) for k, v in both.items()}} if both else {}))
 
-    def _generate(self, items: list[Item], max_tokens: int) -> tuple[list[dict] | None, float]:
-        sp = SamplingConfig(temperature=0.0, max_tokens=max_tokens)
+    def _generate(self, items: list[Item], max_tokens: int, penalty: float = 0.0) -> tuple[list[dict] | None, float]:
+        sp = SamplingConfig(temperature=0.0, max_tokens=max_tokens, frequency_penalty=penalty)
         t = time.perf_counter()
         try:
             outs = self.backend.generate([it.prompt for it in items], sp, seed=0,
@@ -243,7 +243,7 @@ class Answerer:
 
     def _generate_open(self, items: list[Item], mode: str) -> dict[str, dict]:
         tokens = self.fast_max_tokens if mode == "fast" and self.fast_max_tokens else self.cfg.max_tokens
-        outs, per_q = self._generate(items, tokens)
+        outs, per_q = self._generate(items, tokens, self.cfg.frequency_penalty)
         recs = {}
         for i, it in enumerate(items):
             if outs is None:

@@ -18,6 +18,9 @@ class AnswerConfig:
                       "generate: the number read from a generated answer")
     mcq_max_tokens: int = field(32, ge=1, le=4096, doc="generate mode: tokens for a multiple-choice answer")
     max_tokens: int = field(64, ge=1, le=8192, doc="tokens for an open-ended answer")
+    frequency_penalty: float = field(
+        0.0, ge=0.0, le=2.0, doc="open-ended answers: a token's logit loses this per earlier use in the answer "
+                                 "(gen.*.frequency_penalty; breaks greedy loops, the context is not counted)")
     batch_size: int = field(8, ge=1, le=4096)
     question_timeout_s: float = field(
         60.0, gt=0, doc="per question; a generation batch stops after this times its size and late answers fall back")
