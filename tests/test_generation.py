@@ -104,6 +104,12 @@ def test_worked_examples_come_from_other_training_questions():
     assert len(shots) == 3 and all(s.is_mcq and s.id not in ("T1", "T3") for s in shots)
     assert pick_shots(q, qs, 3, exclude={"T3"}) == shots and pick_shots(q, qs, 3, seed=1) != shots
     assert gold_answer(qs[1]) == "정답: 3 다" and gold_answer(qs[2]) == "답 2"
+    # similar: the stems closest to the question's, the closest last (next to the question)
+    pool = [Question(f"S{i}", t, t, [], answer=f"답 {i}") for i, t in
+            enumerate(["접근매체 분실 신고 절차", "클라우드 이용 계약", "접근매체 분실 신고 이후 손해 배상", "가명정보 결합"])]
+    ask = Question("A", "접근매체 분실 신고 이후의 손해 배상 책임", "접근매체 분실 신고 이후의 손해 배상 책임", [])
+    assert [s.id for s in pick_shots(ask, pool, 2, how="similar")] == ["S0", "S2"]
+    assert pick_shots(ask, pool, 2, exclude={"S2"}, how="similar")[-1].id == "S0"
     records, _ = build_prompts(qs, lambda t, k: [], PromptsConfig(top_k=0, teacher_shots=2))
     for r in records:
         assert len(r["shots"]) == 2 and r["question_id"] not in {s["question_id"] for s in r["shots"]}

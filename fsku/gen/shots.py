@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 
 from fsku.questions import Question
+from fsku.scoring import char_ngram_cosine
 
 SHOTS_INTRO = "다음은 금융보안 질문에 참고 자료를 근거로 답한 예시입니다. 같은 형식으로 답하세요."
 
@@ -25,11 +26,16 @@ def gold_answer(q: Question) -> str:
     return " ".join(q.answer.split())
 
 
-def pick_shots(q: Question, pool: list[Question], k: int, exclude: set[str] = frozenset(), seed: int = 0) -> list[Question]:
+def pick_shots(q: Question, pool: list[Question], k: int, exclude: set[str] = frozenset(), seed: int = 0,
+               how: str = "random") -> list[Question]:
     """``k`` questions of ``q``'s kind from ``pool`` (those with an answer), neither ``q`` nor any id in
-    ``exclude``, in an order fixed by a hash of (seed, q.id, candidate id)."""
+    ``exclude``. ``random``: in an order fixed by a hash of (seed, q.id, candidate id); ``similar``:
+    the stems closest to ``q``'s (character-bigram cosine; the hash breaks ties), most similar
+    last, next to the question, so a small model that copies an example copies the nearest one."""
     cands = [c for c in pool if c.id != q.id and c.id not in exclude and c.answer and c.is_mcq == q.is_mcq]
     rank = lambda c: hashlib.sha256(f"{seed}:{q.id}:{c.id}".encode()).hexdigest()  # noqa: E731
+    if how == "similar":
+        return sorted(cands, key=lambda c: (-char_ngram_cosine(c.stem, q.stem), rank(c)))[:k][::-1]
     return sorted(cands, key=rank)[:k]
 
 
@@ -41,7 +47,7 @@ def shots_for(q: Question, pool: list[Question], search, cfg, exclude: set[str] 
     shot_cfg = dataclasses.replace(cfg, max_context_chars=cfg.shot_context_chars)
     return [{"question_id": s.id, "answer": gold_answer(s),
              "prompt": user_prompt(s, search(s.stem, 1) if search and cfg.top_k else [], shot_cfg)}
-            for s in pick_shots(q, pool, cfg.teacher_shots, exclude, cfg.seed)]
+            for s in pick_shots(q, pool, cfg.teacher_shots, exclude, cfg.seed, cfg.shot_selection)]
 
 
 def render_shots(shots: list[dict], chat) -> str:
