@@ -3,8 +3,9 @@
 Each example is another training question with its own retrieved context and its gold answer in the
 answer format (multiple choice: ``정답: N`` and the option's text; open-ended: the reference answer).
 They go into the teacher's system turn only; the student never sees them. Examples come from the
-training questions alone, never the question being answered or a near-duplicate of it, chosen by a
-seeded hash of the question so every run, shard and resume picks the same ones.
+training questions alone, never the question being answered or a near-duplicate of it, chosen by
+their similarity to the question (or a seeded hash of it), deterministically, so every run, shard
+and resume picks the same ones.
 """
 
 from __future__ import annotations
