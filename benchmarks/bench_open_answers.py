@@ -4,7 +4,7 @@ its own and why the others fall back, the open score with the fallbacks and coun
 too. The sft and warm-start tables of README were measured this way.
 
     python benchmarks/bench_open_answers.py models/student_sft [--penalties 0,0.5] [--all]
-        [--questions data/raw/questions/eval.csv]
+        [--questions data/raw/questions/eval.csv] [--shots random similar]   (--shots: a teacher)
 
 Needs `make run` (the model dir, models/index, models/encoder). Greedy, the eval.* settings of params.yaml.
 """
@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--questions", default=str(ROOT / "data/raw/questions/eval.csv"))
     p.add_argument("--penalties", default="0")
     p.add_argument("--all", action="store_true", help="multiple choice too")
+    p.add_argument("--shots", nargs="*", default=[], choices=["random", "similar"],
+                   help="the teacher's worked examples from train.csv, by each prompts.shot_selection given")
     args = p.parse_args()
     params = ROOT / "params.yaml"
     cfg = load_section(EvalConfig, "eval", params)
@@ -41,17 +43,24 @@ def main() -> None:
     search = load_retriever(ROOT / "models/index", load_section(IndexConfig, "index", params))
     similarity = Similarity(str(ROOT / cfg.similarity_model))
     print(f"{machine()}; {args.model}; {len(questions)} questions")
-    for penalty in (float(x) for x in args.penalties.split(",")):
+    runs = [(float(x), how) for x in args.penalties.split(",") for how in (args.shots or [None])]
+    for penalty, how in runs:
         t = time.perf_counter()
+        system_for = None
+        if how:  # as evaluate's teacher row
+            from stages.evaluate import teacher_shots
+
+            system_for = teacher_shots(load_questions(ROOT / "data/raw/questions/train.csv"), search,
+                                       dataclasses.replace(prompts_cfg, shot_selection=how))
         records, _ = answer_with_model(args.model, questions, search, dataclasses.replace(cfg, frequency_penalty=penalty),
-                                       gen_cfg, prompts_cfg)
+                                       gen_cfg, prompts_cfg, system_for=system_for)
         items = score_items(questions, {r["id"]: r["answer"] for r in records}, similarity)
         for rec, item in zip(records, items):
             item["source"] = rec["source"]
         s = summarize(items)
         opn = [r for r in records if r["type"] == "open"]
         why = collections.Counter(r["fallback"] for r in opn if r["fallback"])
-        print(f"frequency_penalty {penalty}: mcq {s['mcq_accuracy']} open {s['open_score']} "
+        print(f"frequency_penalty {penalty}{f', shots {how}' if how else ''}: mcq {s['mcq_accuracy']} open {s['open_score']} "
               f"model-only open {s['model_only']['open_score']}; own open answers "
               f"{sum(not r['fallback'] for r in opn)} of {len(opn)}; fell back {dict(sorted(why.items()))}; "
               f"{time.perf_counter() - t:.0f} s")
