@@ -1,7 +1,8 @@
 """Stage `evaluate`: the FSKU metric on data/raw/questions/eval.csv for the student before
 distillation, the distilled (merged) and the quantized model, and the teacher (eval.teacher), read
 against baseline rows that need no model (fsku/predict/baselines.py): each model row reports its
-margin over the best baseline, its MCQ agreement with the teacher, its MCQ answer distribution,
+margin over the best baseline, its MCQ agreement with the teacher and its token KL to the teacher
+on the teacher's answers (fsku/predict/fidelity.py), its MCQ answer distribution,
 whether it collapsed onto one option, and how many open answers it gave degenerate.
 
     python -m stages.evaluate [--questions mcq.csv open.csv] [--rows student quantized]
@@ -53,8 +54,8 @@ def main() -> None:
     rows = args.rows or ["student", "distilled", "quantized"] + (["teacher"] if cfg.teacher else [])
     search = load_retriever(args.index, load_section(IndexConfig, "index", args.params)) if args.index else None
     similarity = Similarity(cfg.similarity_model)
-    baselines, predictions = evaluate_baselines(questions, retrieve(questions, search, prompts_cfg.top_k), similarity,
-                                                seed=BASELINE_SEED)
+    hits = retrieve(questions, search, prompts_cfg.top_k)
+    baselines, predictions = evaluate_baselines(questions, hits, similarity, seed=BASELINE_SEED)
     best = best_baseline(baselines)
     gold = [{"type": "mcq", "answer": q.answer, "n_options": len(q.options)} for q in questions if q.is_mcq]
     report = {"similarity_model": cfg.similarity_model, "questions": len(questions),
@@ -97,9 +98,31 @@ def main() -> None:
     for row, summary in report["rows"].items():  # the teacher row is last: agreement once all are in
         summary["teacher_agreement"] = (mcq_agreement(answers[row], answers["teacher"])
                                         if "teacher" in answers and row != "teacher" else None)
+    if "teacher" in answers and len(answers) > 1:
+        fidelity(report, answers, questions, hits, prompts_cfg, gen_cfg.max_model_len)
     write_jsonl(args.out, predictions)
     write_json(args.metrics, report)
     write_text(args.plot, plot_csv(report))
+
+
+def fidelity(report: dict, answers: dict, questions, hits, prompts_cfg, max_length: int) -> None:
+    """Each model row's token KL(teacher || model) on the teacher's own answers to the evaluation
+    questions (what distillation optimises), the teacher reading the student's prompt as in training."""
+    from fsku.predict.fidelity import kl_to_teacher, teacher_examples
+    from fsku.models.load import load_for_inference
+
+    t = time.perf_counter()
+    teacher, tokenizer = load_for_inference(ROWS["teacher"])
+    examples = teacher_examples(questions, answers["teacher"], hits, prompts_cfg, tokenizer)
+    for row, summary in report["rows"].items():
+        if row == "teacher":
+            continue
+        q = kl_to_teacher(ROWS[row], teacher.eval(), examples, max_length)
+        summary["kl_to_teacher"] = q["kl"]
+        summary["fidelity"] = {"answers": len(examples), "tokens": q["tokens"], "ppl": q["student_ppl"],
+                               "teacher_ppl": q["teacher_ppl"]}
+        print(f"{row}: KL to the teacher {q['kl']} on its {len(examples)} answers ({q['tokens']} tokens)", flush=True)
+    print(f"fidelity in {time.perf_counter() - t:.0f} s", flush=True)
 
 
 def accuracy_by_scoring(questions, records) -> dict:

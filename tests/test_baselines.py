@@ -197,6 +197,7 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     (tmp_path / "models").mkdir()
     for name in ("student_init", "teacher"):
         (tmp_path / "models" / name).symlink_to(model)
+    save_model(tiny_gemma(layers=2, seed=3), gemma_tokenizer, tmp_path / "models" / "student_sft")  # another model
     qs = load_questions(ROOT / "data/raw/questions/eval.csv")
     chosen = [q for q in qs if q.is_mcq][:4] + [q for q in qs if not q.is_mcq][:2]
     path = _write(tmp_path / "q.csv", [[q.id, q.text, q.answer, ",".join(q.keywords)] for q in chosen],
@@ -204,13 +205,13 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "eval": {"similarity_model": "char-bigram", "max_tokens": 4, "batch_size": 8, "teacher": True},
         "gen": {"max_model_len": 512}, "prompts": {"top_k": 0}}))
-    run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "teacher",
+    run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "sft", "teacher",
          "--index", "", "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT)})
     m = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert set(m["baselines"]) == {"mcq_constant_1", "mcq_constant_gold_mode", "mcq_random", "mcq_overlap",
                                    "open_constant_dot", "open_fallback"}
-    assert list(m["rows"]) == ["student", "teacher"]
+    assert list(m["rows"]) == ["student", "sft", "teacher"]
     assert sum(m["gold_mcq_distribution"].values()) == 4
     best = m["best_baseline"]
     assert best["mcq"]["accuracy"] == max(max(b["mcq_accuracy"], b.get("mcq_expected_accuracy", 0))
@@ -226,12 +227,17 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
         assert row["degenerate_open"]["count"] == caught
     assert m["rows"]["student"]["teacher_agreement"] == 1.0  # the same model, greedy
     assert m["rows"]["teacher"]["teacher_agreement"] is None
+    # fidelity: KL to the teacher on its own answers (4 MCQ in the taught format + its open answers)
+    student, sft = m["rows"]["student"], m["rows"]["sft"]
+    assert student["kl_to_teacher"] == pytest.approx(0.0, abs=1e-4) and sft["kl_to_teacher"] > 1e-3  # two random-init models: near-uniform, close
+    assert student["fidelity"]["answers"] == sft["fidelity"]["answers"] >= 4 and sft["fidelity"]["tokens"] > 0
+    assert "kl_to_teacher" not in m["rows"]["teacher"]
     plot = list(csv.DictReader(open(tmp_path / "metrics/eval_scores.csv", encoding="utf-8")))
-    assert [r["row"] for r in plot] == [*m["baselines"], "best_baseline", "student", "teacher"]
+    assert [r["row"] for r in plot] == [*m["baselines"], "best_baseline", "student", "sft", "teacher"]
     assert {r["kind"] for r in plot[:7]} == {"baseline"} and {r["kind"] for r in plot[7:]} == {"model"}
     assert plot[-1]["total"] == str(m["rows"]["teacher"]["total"])
     preds = [json.loads(x) for x in (tmp_path / "data/eval/predictions.jsonl").read_text().splitlines()]
-    assert {p["row"] for p in preds} == {*m["baselines"], "student", "teacher"}
+    assert {p["row"] for p in preds} == {*m["baselines"], "student", "sft", "teacher"}
     caught = [p for p in preds if (p.get("fallback") or "").startswith("degenerate:")]  # 4 tokens: too short
     assert caught and all(isinstance(p["generated"], str) for p in caught)  # what the model said is kept
 

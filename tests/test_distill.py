@@ -114,6 +114,10 @@ def test_ddp_two_cpu_processes(work):
     ({"max_length": 20}, "leave no answer tokens within train.max_length 20"),
     ({"beta": 2.5}, "train.beta"),
     ({"other_tokenizer": True}, "tokenizers differ"),
+    ({"method": "gold"}, "train.method: 'gold' is not one of"),
+    ({"method": "gkd", "gkd": {"max_new_tokens": 0}}, "train.gkd.max_new_tokens"),
+    ({"teacher_system": "답만 쓰세요."}, "train.teacher_system: method distillm2"),
+    ({"method": "gkd", "teacher_system": "답만 쓰세요.", "gkd": {"seq_kd": True}}, "train.gkd.seq_kd"),
 ])
 def test_bad_input_stops_before_training(work, tmp_path, monkeypatch, change, message):
     d = tmp_path
@@ -130,7 +134,7 @@ def test_bad_input_stops_before_training(work, tmp_path, monkeypatch, change, me
         tok.add_tokens(["<새토큰>"])
         (d / "teacher").unlink()
         save_model(tiny_gemma(layers=3, seed=1), tok, d / "teacher")
-    extra = {k: v for k, v in change.items() if k in ("max_length", "beta")}
+    extra = {k: v for k, v in change.items() if k not in ("train_rows", "other_tokenizer")}
     cmd = distill_cmd(d, "bad")
     if extra:
         (d / "p.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 2, **extra}}))
@@ -153,3 +157,128 @@ def test_shipped_accelerate_configs_load():
              for n in ("ddp", "deepspeed_zero2", "fsdp")}
     assert kinds == {"ddp": "DistributedType.MULTI_GPU", "deepspeed_zero2": "DistributedType.DEEPSPEED",
                      "fsdp": "DistributedType.FSDP"}
+
+
+# -- gradual beta and on-policy distillation (train.method: gkd) ------------------------------------
+
+def test_gradual_beta_is_the_reference_schedule():
+    """jongwooko/distillm-2, kd_loss: beta = 1.0 + 0.5 * min(1., 2 * global_step / max_steps)."""
+    from fsku.distill.trainer import gradual_beta
+
+    for step in (0, 1, 5, 10, 13, 20, 40):
+        assert gradual_beta(1.0, step, 40) == pytest.approx(1.0 + 0.5 * min(1.0, 2 * step / 40))
+    assert gradual_beta(1.8, 40, 40) == 2.0  # capped where the teacher-answer weight (2 - beta) reaches 0
+
+
+def gkd_config(**gkd):
+    from fsku.config import from_dict
+    from fsku.distill.config import TrainConfig
+
+    system = gkd.pop("teacher_system", "")
+    return from_dict(TrainConfig, {"method": "gkd", "teacher_system": system, "max_steps": gkd.pop("steps", 4),
+                                   "batch_size": 2, "max_length": 256,
+                                   "gkd": {"lmbda": 0.5, "max_new_tokens": 6, "temperature": 1.0, **gkd}}, "train")
+
+
+def gkd_common(out, cfg, lr=0.05):
+    return dict(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, learning_rate=lr,
+                lr_scheduler_type="constant", max_steps=cfg.max_steps, save_strategy="no", logging_steps=1,
+                seed=0, data_seed=0, bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False,
+                report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no")
+
+
+def test_gkd_loss_without_teacher_system_is_upstreams(work, tmp_path):
+    """With no teacher_system the teacher reads the student's input, and the replaced compute_loss
+    gives TRL's GKDTrainer.compute_loss value on the same (off-policy) batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.gkd import GKDTrainer
+
+    from fsku.distill.gkd import gkd_trainer
+    from fsku.distill.train import load_examples
+
+    tok = AutoTokenizer.from_pretrained(str(work / "student"))
+    cfg = gkd_config()
+    train = load_examples(work / "pairs" / "train.jsonl", tok)
+    student = AutoModelForCausalLM.from_pretrained(str(work / "student"))
+    teacher = AutoModelForCausalLM.from_pretrained(str(work / "teacher")).eval()
+    trainer = gkd_trainer(cfg, gkd_common(tmp_path, cfg), student, teacher, tok, train, None)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    with torch.no_grad():
+        ours = trainer.compute_loss(trainer.model, dict(batch))
+        upstream = GKDTrainer.compute_loss(trainer, trainer.model, dict(batch))
+    assert float(ours) > 0 and float(ours) == pytest.approx(float(upstream), rel=1e-5)
+
+
+def test_teacher_only_system_prompt_is_learnt(work, tmp_path, gemma_tokenizer):
+    """What teacher_system is for: an instruction only the teacher reads is learnt by a student that
+    never sees it. The teacher follows its instruction ("answer 정답") whenever its prompt holds it;
+    compliance = the student's mean probability of 정답's first token at the answer positions of
+    held-out prompts, which never hold the instruction. (Not the greedy share: matching an untold
+    random teacher flattens the student to near-uniform, where the argmax is noise.)"""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
+
+    from fsku.distill.gkd import gkd_trainer
+    from fsku.distill.train import load_examples
+
+    tok = AutoTokenizer.from_pretrained(str(work / "student"))
+    system = "INSTRUCTION: 모든 답을 '정답'으로 시작하세요."
+    seen = {t for e in load_examples(work / "pairs" / "train.jsonl", tok) for t in tok(e["prompt"]).input_ids}
+    marker = next(t for t in tok(system, add_special_tokens=False).input_ids if t not in seen)
+    target = tok("정답", add_special_tokens=False).input_ids[0]
+
+    class InstructedTeacher(Gemma3ForCausalLM):
+        """A teacher that obeys its system prompt: told (the marker in its input), it answers ``target``."""
+
+        def forward(self, input_ids=None, **kw):
+            out = super().forward(input_ids=input_ids, **kw)
+            told = (input_ids == marker).any(1).float()[:, None, None]
+            bias = torch.zeros(out.logits.shape[-1])
+            bias[target] = 30.0
+            out.logits = out.logits + told * bias
+            return out
+
+    def compliance(model, examples):
+        hits = total = 0
+        with torch.no_grad():
+            for ex in examples:
+                ids = tok(ex["prompt"] + ex["chosen"]).input_ids
+                n = len(tok(ex["prompt"]).input_ids)
+                probs = model(input_ids=torch.tensor([ids])).logits[0, n - 1:len(ids) - 1].softmax(-1)
+                hits += float(probs[:, target].sum())
+                total += len(probs)
+        return hits / total
+
+    def distilled(system):
+        random.seed(0)
+        torch.manual_seed(0)
+        cfg = gkd_config(teacher_system=system, steps=12)
+        teacher = InstructedTeacher(tiny_gemma(layers=3, seed=1).config).eval()
+        train = load_examples(work / "pairs" / "train.jsonl", tok, tok, cfg.teacher_system)
+        assert all(marker not in tok(e["prompt"]).input_ids for e in train)
+        assert all(marker in tok(e.get("teacher_prompt", e["prompt"])).input_ids for e in train) == bool(system)
+        student = AutoModelForCausalLM.from_pretrained(str(work / "student"))
+        trainer = gkd_trainer(cfg, gkd_common(tmp_path / (system or "none"), cfg), student, teacher, tok, train, None)
+        trainer.train()
+        return trainer.model.eval()
+
+    held_out = load_examples(work / "pairs" / "test.jsonl", tok)
+    before = compliance(AutoModelForCausalLM.from_pretrained(str(work / "student")).eval(), held_out)
+    told = compliance(distilled(system), held_out)
+    untold = compliance(distilled(""), held_out)
+    assert before < 0.01 and untold < 0.01, (before, untold)
+    assert told > 0.5, (before, told, untold)
+
+
+def test_gkd_stage_end_to_end(work):
+    """train.method gkd through the stage: on-policy steps, the adapter out and the metrics."""
+    cmd = distill_cmd(work, "gkd")
+    (work / "gkd.yaml").write_text(yaml.safe_dump({"train": {
+        "method": "gkd", "max_steps": 4, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05,
+        "warmup_ratio": 0.0, "lora": {"r": 4, "alpha": 8}, "gkd": {"lmbda": 0.5, "max_new_tokens": 8}}}))
+    cmd[cmd.index("--params") + 1] = str(work / "gkd.yaml")
+    run([sys.executable, *cmd], cwd=ROOT)
+    m = json.loads((work / "gkd" / "distill.json").read_text())
+    assert m["method"] == "gkd" and m["steps"] == 4 and m["kl_after"] < m["kl_before"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gkd" / "model"))

@@ -8,6 +8,7 @@ from typing import Literal
 from fsku.config import ConfigError, field
 
 LOSSES = ("distillm2", "fkl", "rkl", "skl", "srkl", "jsd")
+METHODS = ("distillm2", "gkd")
 
 
 @dataclass
@@ -21,10 +22,25 @@ class LoraParams:
 
 
 @dataclass
+class GkdParams:
+    """``train.gkd``: on-policy distillation through TRL's ``GKDTrainer``, under ``GKDConfig``'s names."""
+    lmbda: float = field(0.5, ge=0.0, le=1.0, doc="share of steps trained on the student's own samples")
+    beta: float = field(0.5, ge=0.0, le=1.0, doc="generalised JSD: 0 = forward KL, 1 = reverse KL")
+    temperature: float = field(0.9, gt=0.0, doc="sampling temperature of the on-policy answers")
+    max_new_tokens: int = field(64, ge=1, doc="tokens per on-policy answer")
+    seq_kd: bool = field(False, doc="off-policy steps on fresh teacher samples instead of the pairs' answers")
+
+
+@dataclass
 class TrainConfig:
+    method: Literal["distillm2", "gkd"] = field("distillm2", doc="distillm2: contrastive, offline pairs; "
+                                                "gkd: on-policy, TRL's GKDTrainer (train.gkd)")
+    teacher_system: str = field("", doc="system prompt of the teacher's input only (gkd): what the student "
+                                "should learn to do without being told")
+    gkd: GkdParams = field(default_factory=GkdParams)
     loss: Literal["distillm2", "fkl", "rkl", "skl", "srkl", "jsd"] = "distillm2"
     beta: float = field(1.0, ge=0.0, le=2.0, doc="weight of the student-answer term: (2-beta) SKL + beta SRKL")
-    gradual_beta: bool = field(False, doc="ramp beta linearly from 0 to its value over training")
+    gradual_beta: bool = field(False, doc="DistiLLM-2's schedule: beta + 0.5 over the first half of training")
     alpha1: float = field(0.1, ge=0.0, lt=1.0, doc="skew of SKL on teacher answers")
     alpha2: float = field(0.1, ge=0.0, lt=1.0, doc="skew of SRKL on student answers")
     adaptive_alpha: bool = field(False, doc="per-sequence skew from the teacher/student probability gap")
@@ -55,3 +71,9 @@ class TrainConfig:
             raise ConfigError(f"loss: unknown {self.loss!r}")
         if self.lora.enabled and not self.lora.target_modules:
             raise ConfigError("lora.target_modules: empty; name the modules LoRA adapts")
+        if self.teacher_system and self.method != "gkd":
+            raise ConfigError(f"teacher_system: method {self.method} trains on the pairs' prompts as the student "
+                              "sees them and would ignore it; use method gkd, or leave it empty")
+        if self.teacher_system and self.gkd.seq_kd:
+            raise ConfigError("gkd.seq_kd: samples the teacher on the student's prompt, without teacher_system; "
+                              "turn one of them off")

@@ -12,8 +12,10 @@ from fsku.distill.losses import IGNORE, label_logprobs
 
 @torch.no_grad()
 def answer_quality(student, teacher, examples: list[dict], tokenizer, max_length: int, chunk: int = 128) -> dict:
-    """``examples``: {"prompt": formatted prompt, "chosen": teacher answer}. Returns mean per-token
-    KL(p_teacher || q_student), student and teacher perplexity on the answers, and the token count."""
+    """``examples``: {"prompt": formatted prompt, "chosen": teacher answer, and optionally
+    "teacher_prompt": the prompt as the teacher reads it (its own system prompt)}. Returns mean
+    per-token KL(p_teacher || q_student), student and teacher perplexity on the answers, and the
+    token count."""
     kl_sum = nll_s = nll_t = 0.0
     tokens = 0
     device = next(student.parameters()).device
@@ -30,7 +32,9 @@ def answer_quality(student, teacher, examples: list[dict], tokenizer, max_length
         first = n_prompt - 1
         keep = len(ids) - first
         s = student(input_ids=x, use_cache=False, logits_to_keep=keep).logits.float()
-        t = teacher(input_ids=x, use_cache=False, logits_to_keep=keep).logits.float()
+        t_prompt = tokenizer(ex["teacher_prompt"]).input_ids if "teacher_prompt" in ex else prompt
+        t_ids = torch.tensor([t_prompt + ids[n_prompt:]], device=device)
+        t = teacher(input_ids=t_ids, use_cache=False, logits_to_keep=keep).logits.float()
         tg = targets[:, first:]
         for a in range(0, keep, chunk):
             ls = torch.log_softmax(s[0, a:a + chunk], -1)

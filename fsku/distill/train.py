@@ -30,15 +30,20 @@ log = logging.getLogger(__name__)
 SESSION_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
 
 
-def load_examples(pairs_file: Path, tokenizer) -> list[dict]:
+def load_examples(pairs_file: Path, tokenizer, teacher_tokenizer=None, teacher_system: str = "") -> list[dict]:
     """Pairs as TRL's plain-text preference format, the prompt formatted as at generation time
-    (without the teacher-only system prompt: the student never sees it)."""
+    (without the teacher-only system prompt: the student never sees it). With ``teacher_system``,
+    each example also gets ``teacher_prompt``: the same user turn with that system prompt, as the
+    teacher reads it."""
     rows = read_jsonl(pairs_file)
     out = []
     for r in rows:
         user = r["chosen"][0]["content"]
-        out.append({"prompt_id": r["prompt_id"], "prompt": format_prompt(tokenizer, user),
-                    "chosen": r["chosen"][-1]["content"], "rejected": r["rejected"][-1]["content"]})
+        ex = {"prompt_id": r["prompt_id"], "prompt": format_prompt(tokenizer, user),
+              "chosen": r["chosen"][-1]["content"], "rejected": r["rejected"][-1]["content"]}
+        if teacher_system:
+            ex["teacher_prompt"] = format_prompt(teacher_tokenizer or tokenizer, user, teacher_system)
+        out.append(ex)
     return out
 
 
@@ -134,8 +139,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
-    train = load_examples(pairs_dir / "train.jsonl", tokenizer)
-    test = load_examples(pairs_dir / "test.jsonl", tokenizer)
+    train = load_examples(pairs_dir / "train.jsonl", tokenizer, teacher_tok, cfg.teacher_system)
+    test = load_examples(pairs_dir / "test.jsonl", tokenizer, teacher_tok, cfg.teacher_system)
     check_examples(train, tokenizer, cfg.max_length, f"{pairs_dir / 'train.jsonl'}")
     if not test:
         raise ValueError(f"{pairs_dir / 'test.jsonl'}: no test pairs to measure the student on; "
@@ -156,25 +161,32 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     datasets.disable_progress_bars()
     cols = ("prompt", "chosen", "rejected")
     train_ds = datasets.Dataset.from_list([{k: e[k] for k in cols} for e in train])
-    args = DPOConfig(
+    common = dict(
         output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps,
         seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=cfg.gradient_checkpointing, max_length=cfg.max_length,
+        gradient_checkpointing=cfg.gradient_checkpointing,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
     )
     peft_config = None
     if cfg.lora.enabled:
         peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
-    trainer = DistillTrainer(model=student, ref_model=teacher, args=args, train_dataset=train_ds,
-                             processing_class=tokenizer, peft_config=peft_config, distill=cfg)
+    if cfg.method == "gkd":
+        from fsku.distill.gkd import gkd_trainer
+
+        trainer = gkd_trainer(cfg, common, student, teacher, tokenizer, train, peft_config)
+    else:
+        trainer = DistillTrainer(model=student, ref_model=teacher, args=DPOConfig(**common, max_length=cfg.max_length),
+                                 train_dataset=train_ds, processing_class=tokenizer, peft_config=peft_config,
+                                 distill=cfg)
     if resume:
         log.info("resuming from %s", resume)
-        trainer.load_distill_state()
+        if cfg.method == "distillm2":
+            trainer.load_distill_state()
     trainer.train(resume_from_checkpoint=resume)
 
     summary = {}
@@ -194,7 +206,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         final = {k: round(float(last[k]), 4) for k in ("loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected",
                                                        "alpha1", "alpha2", "learning_rate") if k in last}
         summary = {
-            "loss": cfg.loss, "beta": cfg.beta, "steps": trainer.state.global_step, "train_pairs": len(train),
+            "method": cfg.method, "loss": cfg.loss if cfg.method == "distillm2" else "gkd_jsd",
+            "beta": cfg.beta if cfg.method == "distillm2" else cfg.gkd.beta, "steps": trainer.state.global_step, "train_pairs": len(train),
             "test_pairs": len(test), "lora": cfg.lora.enabled, "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
             "train_loss_first": round(losses[0], 4) if losses else None,
             "train_loss_last": round(losses[-1], 4) if losses else None,

@@ -36,6 +36,17 @@ def response_targets(input_ids: torch.Tensor, completion_mask: torch.Tensor) -> 
     return first, torch.cat([nxt, pad], dim=1)
 
 
+GRADUAL_RISE = 0.5  # the reference schedule: beta rises by this much over the first half of training
+
+
+def gradual_beta(beta: float, step: int, max_steps: int) -> float:
+    """DistiLLM-2's schedule (``jongwooko/distillm-2``, ``kd_loss``): beta grows linearly by 0.5 over
+    the first half of the optimizer steps, then holds, so the student-answer term gains weight as
+    the student's own answers become worth contrasting. From the default beta 1 that is the
+    reference's 1 -> 1.5 exactly; capped at 2, where the teacher-answer term's weight reaches 0."""
+    return min(2.0, beta + GRADUAL_RISE * min(1.0, 2 * step / max_steps))
+
+
 class DistillTrainer(DPOTrainer):
     """DPOTrainer whose loss is DistiLLM-2's (or a baseline divergence), chosen = teacher answers."""
 
@@ -64,7 +75,7 @@ class DistillTrainer(DPOTrainer):
     def current_beta(self) -> float:
         if not self.distill.gradual_beta or not self.state.max_steps:
             return self.distill.beta
-        return self.distill.beta * min(1.0, self.state.global_step / self.state.max_steps)
+        return gradual_beta(self.distill.beta, self.state.global_step, self.state.max_steps)
 
     def _alphas(self, student_logits, teacher_logits, targets, n_pairs):
         cfg = self.distill

@@ -1,0 +1,36 @@
+"""Fidelity to the teacher on the evaluation questions: token KL(teacher || model) over the teacher's
+own answers, what distillation optimises, read beside each row's MCQ agreement with the teacher."""
+
+from __future__ import annotations
+
+from fsku.distill.quality import answer_quality
+from fsku.gen.choice import constrained_answer
+from fsku.gen.format import format_prompt
+from fsku.gen.prompts import user_prompt
+from fsku.models.load import load_for_inference
+
+
+def teacher_examples(questions, teacher_records: list[dict], hits: dict[str, list[dict]], prompts_cfg,
+                     tokenizer) -> list[dict]:
+    """``answer_quality`` examples from the teacher's answers to evaluation questions: each prompt as
+    the student reads it, the teacher's answer as distillation would teach it (open: its own text,
+    when no fallback replaced it; multiple choice: its option in the taught format, ``정답: N 보기``)."""
+    by_id = {r["id"]: r for r in teacher_records}
+    out = []
+    for q in questions:
+        rec = by_id.get(q.id)
+        if rec is None or rec["source"] != "model":
+            continue
+        answer = constrained_answer(int(rec["answer"]), q.options) if q.is_mcq else rec["answer"]
+        out.append({"prompt": format_prompt(tokenizer, user_prompt(q, hits.get(q.id, []), prompts_cfg)),
+                    "chosen": answer})
+    return out
+
+
+def kl_to_teacher(model_dir, teacher, examples: list[dict], max_length: int) -> dict:
+    """``answer_quality`` of the model in ``model_dir`` (plain, adapter or quantized) against a loaded teacher."""
+    model, tokenizer = load_for_inference(model_dir)
+    try:
+        return answer_quality(model.eval(), teacher, examples, tokenizer, max_length)
+    finally:
+        del model
