@@ -63,6 +63,7 @@ def trained(work):
 def test_trains_to_the_end_and_logs(trained):
     m = json.loads((trained / "distill.json").read_text())
     assert m["steps"] == 6 and m["train_pairs"] == 6 and m["test_pairs"] == 2 and m["resumed_from_step"] == 0
+    assert m["method"] == "distillm2" and m["train_s"] > 0 and m["peak_memory_mb"] > 100  # two models loaded
     assert m["kl_after"] < m["kl_before"] and m["ppl_after"] < m["ppl_before"]
     assert set(m["last_step"]) == {"loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected", "alpha1", "alpha2",
                                    "learning_rate"}

@@ -179,7 +179,8 @@ def test_killed_stage_resumes_to_the_outs_of_an_uninterrupted_run(repo):
         assert metric(repo, "metrics/distill.json", "resumed_from_step") == 1
         after = snapshot(repo)
         a, b = json.loads(after.pop("metrics/distill.json")), json.loads(before.pop("metrics/distill.json"))
-        assert {**a, "resumed_from_step": 0} == b
+        assert {**a, "resumed_from_step": 0, "train_s": 0, "peak_memory_mb": 0} == {**b, "train_s": 0,
+                                                                                  "peak_memory_mb": 0}
         assert after == before
         assert not ckpt.exists()
         assert ran(dvc(repo, "repro").stdout) == []  # same adapter: merge and what follows stay

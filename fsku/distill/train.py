@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -127,6 +128,15 @@ def normalise_adapter_config(path: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def peak_memory_mb() -> float:
+    """Peak accelerator memory allocated by torch, or on CPU the process's peak resident set."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
 def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir: str, out_dir: Path,
                 ckpt_dir: Path, log_dir: Path, metrics_file: Path) -> dict:
     from peft import LoraConfig
@@ -187,7 +197,9 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         log.info("resuming from %s", resume)
         if cfg.method == "distillm2":
             trainer.load_distill_state()
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
+    train_s = time.perf_counter() - started
 
     summary = {}
     if trainer.accelerator.is_main_process:
@@ -216,6 +228,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
             "ppl_before": before["student_ppl"], "ppl_after": after["student_ppl"],
             "teacher_ppl": before["teacher_ppl"], "test_answer_tokens": before["tokens"],
             "last_step": final,
+            # cost (timings: metrics no stage reads): this session's training, the process's peak memory
+            "train_s": round(train_s, 1), "peak_memory_mb": peak_memory_mb(),
         }
         write_json(metrics_file, summary)
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the out is written

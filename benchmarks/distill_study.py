@@ -1,0 +1,138 @@
+"""The distillation study: every method on the same pairs and step budget, several seeds each, as
+queued DVC experiments, and the table that compares them.
+
+    python benchmarks/distill_study.py queue [--seeds 0 1 2] [--methods fkl gkd ...]
+    dvc queue start -j 1             # runs them one by one (dvc queue status / dvc queue logs NAME)
+    python benchmarks/distill_study.py report [--md]
+
+`queue` adds one experiment per method and seed, named `study-<method>-s<seed>`, each a
+`dvc exp run --queue -S train.seed=<seed> -S <the method's params>`: everything from the method's
+first changed stage to `evaluate` and `predict` runs, the rest comes from the cache. `report` reads
+the experiments back (`dvc exp show --json`) and prints, per method, the mean and the spread over
+seeds of: the test-pair KL to the teacher after training (`metrics/distill.json`), the distilled
+row's MCQ accuracy, open score, total, MCQ agreement with the teacher and token KL to the teacher on
+the teacher's eval answers (`metrics/eval.json`), its margin over the best baseline, training time
+and peak memory. Rows of seeds still running or failed are counted and left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+from common import ROOT, machine
+
+# the same pairs, steps and learning rate for all; only what each method changes
+METHODS = {
+    "fkl": {"train.loss": "fkl"},
+    "rkl": {"train.loss": "rkl"},
+    "skl": {"train.loss": "skl"},
+    "srkl": {"train.loss": "srkl"},
+    "jsd": {"train.loss": "jsd"},
+    "distillm2": {"train.loss": "distillm2"},
+    "distillm2_gradual": {"train.loss": "distillm2", "train.gradual_beta": "true"},
+    "distillm2_no_sft": {"train.loss": "distillm2", "sft.steps": "0"},  # the recipe without its first step
+    "gkd": {"train.method": "gkd"},
+}
+PREFIX = "study-"
+COLUMNS = [  # (header, file, path in the file)
+    ("test KL", "metrics/distill.json", ["kl_after"]),
+    ("MCQ", "metrics/eval.json", ["rows", "distilled", "mcq_accuracy"]),
+    ("open", "metrics/eval.json", ["rows", "distilled", "open_score"]),
+    ("open, model only", "metrics/eval.json", ["rows", "distilled", "model_only", "open_score"]),
+    ("total", "metrics/eval.json", ["rows", "distilled", "total"]),
+    ("MCQ margin", "metrics/eval.json", ["rows", "distilled", "margin", "mcq"]),
+    ("teacher agreement", "metrics/eval.json", ["rows", "distilled", "teacher_agreement"]),
+    ("KL to teacher (eval)", "metrics/eval.json", ["rows", "distilled", "kl_to_teacher"]),
+    ("train s", "metrics/distill.json", ["train_s"]),
+    ("peak MB", "metrics/distill.json", ["peak_memory_mb"]),
+]
+
+
+def dvc(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def queue(methods: list[str], seeds: list[int]) -> None:
+    for name in methods:
+        for seed in seeds:
+            sets = [f"train.seed={seed}", *(f"{k}={v}" for k, v in METHODS[name].items())]
+            dvc("exp", "run", "--queue", "-n", f"{PREFIX}{name}-s{seed}", *(a for s in sets for a in ("-S", s)))
+            print(f"queued {PREFIX}{name}-s{seed}: {' '.join(sets)}")
+    print("now: dvc queue start -j 1")
+
+
+def experiments() -> dict[str, dict]:
+    """{experiment name: {metrics file: its data}} for the study's finished experiments."""
+    out = {}
+    for baseline in json.loads(dvc("exp", "show", "--json", "-A")):
+        for exp in baseline.get("experiments") or []:
+            name = exp.get("name") or ""
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                if not name.startswith(PREFIX) or rev.get("error") or data.get("status") not in (None, "Success"):
+                    continue
+                metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
+                if all(metrics.get(f) for f in ("metrics/distill.json", "metrics/eval.json")):
+                    out[name] = metrics
+    return out
+
+
+def dig(data, path):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def report(markdown: bool) -> None:
+    found = experiments()
+    rows = []
+    for name in METHODS:
+        runs = [m for exp, m in sorted(found.items()) if exp.rsplit("-s", 1)[0] == f"{PREFIX}{name}"]
+        if not runs:
+            continue
+        cells = []
+        for _, file, path in COLUMNS:
+            values = [v for v in (dig(r.get(file), path) for r in runs) if isinstance(v, (int, float))]
+            if not values:
+                cells.append("")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
+        rows.append([name, str(len(runs)), *cells])
+    header = ["method", "seeds", *(c[0] for c in COLUMNS)]
+    print(f"{machine()}; {len(found)} finished study experiments (mean ± sample std over seeds)")
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("| " + " | ".join("---" for _ in header) + " |")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        for r in [header, *rows]:
+            print("  ".join(f"{c:>14s}" for c in r))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("queue")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    q.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    r = sub.add_parser("report")
+    r.add_argument("--md", action="store_true")
+    args = p.parse_args()
+    if args.cmd == "queue":
+        queue(args.methods, args.seeds)
+    else:
+        report(args.md)
+
+
+if __name__ == "__main__":
+    main()
