@@ -66,15 +66,15 @@ def queue(methods: list[str], seeds: list[int]) -> None:
     print("now: dvc queue start -j 1")
 
 
-def experiments() -> dict[str, dict]:
-    """{experiment name: {metrics file: its data}} for the study's finished experiments."""
+def experiments(prefix: str) -> dict[str, dict]:
+    """{experiment name: {metrics file: its data}} for the finished experiments named ``prefix``..."""
     out = {}
     for baseline in json.loads(dvc("exp", "show", "--json", "-A")):
         for exp in baseline.get("experiments") or []:
             name = exp.get("name") or ""
             for rev in exp.get("revs") or []:
                 data = rev.get("data") or {}
-                if not name.startswith(PREFIX) or rev.get("error") or data.get("status") not in (None, "Success"):
+                if not name.startswith(prefix) or rev.get("error") or data.get("status") not in (None, "Success"):
                     continue
                 metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
                 if all(metrics.get(f) for f in ("metrics/distill.json", "metrics/eval.json")):
@@ -90,11 +90,15 @@ def dig(data, path):
     return data
 
 
-def report(markdown: bool) -> None:
-    found = experiments()
+def num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3f}"
+
+
+def report(markdown: bool, prefix: str = PREFIX) -> None:
+    found = experiments(prefix)
     rows = []
     for name in METHODS:
-        runs = [m for exp, m in sorted(found.items()) if exp.rsplit("-s", 1)[0] == f"{PREFIX}{name}"]
+        runs = [m for exp, m in sorted(found.items()) if exp.rsplit("-s", 1)[0] == f"{prefix}{name}"]
         if not runs:
             continue
         cells = []
@@ -103,9 +107,9 @@ def report(markdown: bool) -> None:
             if not values:
                 cells.append("")
             elif len(values) == 1:
-                cells.append(f"{values[0]:.3f}")
+                cells.append(num(values[0]))
             else:
-                cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
+                cells.append(f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))}")
         rows.append([name, str(len(runs)), *cells])
     header = ["method", "seeds", *(c[0] for c in COLUMNS)]
     print(f"{machine()}; {len(found)} finished study experiments (mean ± sample std over seeds)")
@@ -127,11 +131,12 @@ def main() -> None:
     q.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
     r = sub.add_parser("report")
     r.add_argument("--md", action="store_true")
+    r.add_argument("--prefix", default=PREFIX, help="experiments named <prefix><method>-s<seed>")
     args = p.parse_args()
     if args.cmd == "queue":
         queue(args.methods, args.seeds)
     else:
-        report(args.md)
+        report(args.md, args.prefix)
 
 
 if __name__ == "__main__":

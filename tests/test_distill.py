@@ -272,14 +272,17 @@ def test_teacher_only_system_prompt_is_learnt(work, tmp_path, gemma_tokenizer):
     assert told > 0.5, (before, told, untold)
 
 
-def test_gkd_stage_end_to_end(work):
-    """train.method gkd through the stage: on-policy steps, the adapter out and the metrics."""
+def test_gkd_stage_end_to_end(work, monkeypatch):
+    """train.method gkd through the stage (in-process): on-policy steps, the adapter out and the metrics."""
+    from stages.distill import main
+
     cmd = distill_cmd(work, "gkd")
     (work / "gkd.yaml").write_text(yaml.safe_dump({"train": {
         "method": "gkd", "max_steps": 4, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05,
         "warmup_ratio": 0.0, "lora": {"r": 4, "alpha": 8}, "gkd": {"lmbda": 0.5, "max_new_tokens": 8}}}))
     cmd[cmd.index("--params") + 1] = str(work / "gkd.yaml")
-    run([sys.executable, *cmd], cwd=ROOT)
+    monkeypatch.setattr(sys, "argv", ["stages.distill", *cmd[2:]])
+    main()
     m = json.loads((work / "gkd" / "distill.json").read_text())
     assert m["method"] == "gkd" and m["steps"] == 4 and m["kl_after"] < m["kl_before"]
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gkd" / "model"))
