@@ -8,7 +8,6 @@ from typing import Literal
 from fsku.config import ConfigError, field
 
 LOSSES = ("distillm2", "fkl", "rkl", "skl", "srkl", "jsd")
-METHODS = ("distillm2", "gkd")
 
 
 @dataclass

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-IGNORE = -100
+from fsku.distill.losses import IGNORE
+from fsku.distill.trainer import common_prefix
 
 
 def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> list[dict]:
@@ -31,7 +32,7 @@ def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> list[
         prompt = tokenizer(ex["prompt"]).input_ids
         answer = ex["chosen"] if ex["chosen"].endswith(eos) else ex["chosen"] + eos
         full = tokenizer(ex["prompt"] + answer).input_ids[:max_length]
-        n = _common_prefix(prompt, full)
+        n = common_prefix(prompt, full)
         rows.append({"prompt_ids": prompt[:n], "completion_ids": full[n:],
                      "teacher_prompt_ids": tokenizer(ex.get("teacher_prompt", ex["prompt"])).input_ids})
     return rows
@@ -125,11 +126,3 @@ def _pad(seqs: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, tor
         mask[i, sl] = 1
     return x, mask
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -219,7 +219,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
                                                        "alpha1", "alpha2", "learning_rate") if k in last}
         summary = {
             "method": cfg.method, "loss": cfg.loss if cfg.method == "distillm2" else "gkd_jsd",
-            "beta": cfg.beta if cfg.method == "distillm2" else cfg.gkd.beta, "steps": trainer.state.global_step, "train_pairs": len(train),
+            "beta": cfg.beta if cfg.method == "distillm2" else cfg.gkd.beta,
+            "steps": trainer.state.global_step, "train_pairs": len(train),
             "test_pairs": len(test), "lora": cfg.lora.enabled, "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
             "train_loss_first": round(losses[0], 4) if losses else None,
             "train_loss_last": round(losses[-1], 4) if losses else None,

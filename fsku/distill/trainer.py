@@ -67,7 +67,7 @@ class DistillTrainer(DPOTrainer):
             prompt_ids = processing_class(ex["prompt"]).input_ids
             full = {k: processing_class(ex["prompt"] + (ex[k] if ex[k].endswith(eos) else ex[k] + eos)).input_ids
                     for k in ("chosen", "rejected")}
-            n = min(_common_prefix(prompt_ids, full["chosen"]), _common_prefix(prompt_ids, full["rejected"]))
+            n = min(common_prefix(prompt_ids, full["chosen"]), common_prefix(prompt_ids, full["rejected"]))
             rows.append({"prompt_ids": prompt_ids[:n], "chosen_ids": full["chosen"][n:],
                          "rejected_ids": full["rejected"][n:]})
         return datasets.Dataset.from_list(rows)
@@ -122,7 +122,7 @@ class DistillTrainer(DPOTrainer):
             self.anchors = json.loads(f.read_text())["anchors"]
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
         if x != y:
