@@ -6,13 +6,16 @@ queued DVC experiments, and the table that compares them.
     python benchmarks/distill_study.py report [--md]
 
 `queue` adds one experiment per method and seed, named `study-<method>-s<seed>`, each a
-`dvc exp run --queue -S train.seed=<seed> -S <the method's params>`: everything from the method's
-first changed stage to `evaluate` and `predict` runs, the rest comes from the cache. `report` reads
-the experiments back (`dvc exp show --json`) and prints, per method, the mean and the spread over
-seeds of: the test-pair KL to the teacher after training (`metrics/distill.json`), the distilled
-row's MCQ accuracy, open score, total, MCQ agreement with the teacher and token KL to the teacher on
-the teacher's eval answers (`metrics/eval.json`), its margin over the best baseline, training time
-and peak memory. Rows of seeds still running or failed are counted and left out.
+`dvc exp run --queue -S train.seed=<seed> -S <the method's params> eval_row@distilled`: the stages
+from the method's first changed one up to the distilled model's eval row run (distill, merge,
+`eval_row@distilled`; `sft` onwards for the method without it), the rest comes from the cache, and
+the quantized row, the report and `predict` are left out (about 12 min an experiment on 2 CPU
+cores instead of 40). `report` reads the experiments back (`dvc exp show --json`) and prints, per
+method, the mean and the spread over seeds of: the test-pair KL to the teacher after training
+(`metrics/distill.json`), the distilled row's MCQ accuracy, open score, total, MCQ agreement with
+the teacher and token KL to the teacher on the teacher's eval answers (`metrics/eval/distilled.json`),
+its MCQ margin over the best baseline (`metrics/eval.json`'s, which no train param changes),
+training time and peak memory. Rows of seeds still running or failed are counted and left out.
 """
 
 from __future__ import annotations
@@ -38,15 +41,17 @@ METHODS = {
     "gkd": {"train.method": "gkd"},
 }
 PREFIX = "study-"
-COLUMNS = [  # (header, file, path in the file)
+ROW = "metrics/eval/distilled.json"
+TARGET = "eval_row@distilled"
+COLUMNS = [  # (header, file, path in the file); "margin": the row's MCQ minus the best MCQ baseline's
     ("test KL", "metrics/distill.json", ["kl_after"]),
-    ("MCQ", "metrics/eval.json", ["rows", "distilled", "mcq_accuracy"]),
-    ("open", "metrics/eval.json", ["rows", "distilled", "open_score"]),
-    ("open, model only", "metrics/eval.json", ["rows", "distilled", "model_only", "open_score"]),
-    ("total", "metrics/eval.json", ["rows", "distilled", "total"]),
-    ("MCQ margin", "metrics/eval.json", ["rows", "distilled", "margin", "mcq"]),
-    ("teacher agreement", "metrics/eval.json", ["rows", "distilled", "teacher_agreement"]),
-    ("KL to teacher (eval)", "metrics/eval.json", ["rows", "distilled", "kl_to_teacher"]),
+    ("MCQ", ROW, ["mcq_accuracy"]),
+    ("open", ROW, ["open_score"]),
+    ("open, model only", ROW, ["model_only", "open_score"]),
+    ("total", ROW, ["total"]),
+    ("MCQ margin", "margin", []),
+    ("teacher agreement", ROW, ["teacher_agreement"]),
+    ("KL to teacher (eval)", ROW, ["kl_to_teacher"]),
     ("train s", "metrics/distill.json", ["train_s"]),
     ("peak MB", "metrics/distill.json", ["peak_memory_mb"]),
 ]
@@ -61,7 +66,7 @@ def queue(methods: list[str], seeds: list[int]) -> None:
     for name in methods:
         for seed in seeds:
             sets = [f"train.seed={seed}", *(f"{k}={v}" for k, v in METHODS[name].items())]
-            dvc("exp", "run", "--queue", "-n", f"{PREFIX}{name}-s{seed}", *(a for s in sets for a in ("-S", s)))
+            dvc("exp", "run", "--queue", "-n", f"{PREFIX}{name}-s{seed}", *(a for s in sets for a in ("-S", s)), TARGET)
             print(f"queued {PREFIX}{name}-s{seed}: {' '.join(sets)}")
     print("now: dvc queue start -j 1")
 
@@ -77,7 +82,12 @@ def experiments(prefix: str) -> dict[str, dict]:
                 if not name.startswith(prefix) or rev.get("error") or data.get("status") not in (None, "Success"):
                     continue
                 metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
-                if all(metrics.get(f) for f in ("metrics/distill.json", "metrics/eval.json")):
+                if not metrics.get(ROW) and dig(metrics.get("metrics/eval.json"), ["rows", "distilled"]):
+                    metrics[ROW] = metrics["metrics/eval.json"]["rows"]["distilled"]  # before the per-row stages
+                if all(metrics.get(f) for f in ("metrics/distill.json", ROW, "metrics/eval.json")):
+                    best = dig(metrics["metrics/eval.json"], ["best_baseline", "mcq", "accuracy"])
+                    mcq = dig(metrics[ROW], ["mcq_accuracy"])
+                    metrics["margin"] = round(mcq - best, 4) if best is not None and mcq is not None else None
                     out[name] = metrics
     return out
 
@@ -103,7 +113,8 @@ def report(markdown: bool, prefix: str = PREFIX) -> None:
             continue
         cells = []
         for _, file, path in COLUMNS:
-            values = [v for v in (dig(r.get(file), path) for r in runs) if isinstance(v, (int, float))]
+            values = [v for v in (dig(r.get(file), path) for r in runs) if isinstance(v, (int, float))
+                      and not isinstance(v, bool)]
             if not values:
                 cells.append("")
             elif len(values) == 1:

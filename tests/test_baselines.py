@@ -203,7 +203,7 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     path = _write(tmp_path / "q.csv", [[q.id, q.text, q.answer, ",".join(q.keywords)] for q in chosen],
                   ("ID", "Question", "Answer", "Keyword"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "eval": {"similarity_model": "char-bigram", "max_tokens": 4, "batch_size": 8, "teacher": True},
+        "eval": {"similarity_model": "char-bigram", "max_tokens": 4, "batch_size": 8},
         "gen": {"max_model_len": 512}, "prompts": {"top_k": 0}}))
     run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "sft", "teacher",
          "--index", "", "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,

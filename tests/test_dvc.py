@@ -51,8 +51,9 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                                   "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig),
                                   "sft": ("sft", SftConfig),
                                   "distill": ("train", TrainConfig), "quantize": ("quant", QuantConfig),
+                                  "eval_teacher": ("eval", EvalConfig), "eval_row": ("eval", EvalConfig),
                                   "evaluate": ("eval", EvalConfig), "predict": ("predict", PredictConfig)}.items():
-        tracked = stages[stage]["params"]
+        tracked = stages[stage].get("do", stages[stage])["params"]
         for leaf in _leaves(cls, section):
             if any(leaf == u or leaf.startswith(u) for u in untracked.get(stage, ())):
                 continue
@@ -73,28 +74,31 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
 
 
 # sft trains the student on the teacher's answers: the student's own answers follow the teacher's
-FROM_SFT = {"sft", "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"}
+EVAL = {"eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized", "evaluate"}
+# a new distilled model: its rows are answered again, the teacher's and the untrained student's stay
+FROM_DISTILL = {"distill", "merge", "quantize", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"}
+FROM_SFT = {"sft", "student_gen", "gen_report", "pairs"} | FROM_DISTILL
 
 
 @pytest.mark.parametrize("param, expected", [
     ("gen.teacher.temperature", {"teacher_gen"} | FROM_SFT),
     ("gen.student.max_tokens", FROM_SFT - {"sft"}),
-    ("student.keep_layers", {"student_model"} | FROM_SFT),
-    ("teacher.model", {"teacher_model", "student_model", "teacher_gen"} | FROM_SFT),
+    ("student.keep_layers", {"student_model", "eval_row@student"} | FROM_SFT),
+    ("teacher.model", {"teacher_model", "student_model", "teacher_gen"} | FROM_SFT | EVAL),
     ("pairs.test_fraction", FROM_SFT),  # sft leaves the prompts pairs holds out unseen
     ("pairs.seed", FROM_SFT),
-    ("pairs.strategy", {"pairs", "distill", "merge", "quantize", "evaluate", "predict"}),
+    ("pairs.strategy", {"pairs"} | FROM_DISTILL),
     ("sft.steps", FROM_SFT),
     ("sft.lora.enabled", FROM_SFT),
-    ("train.beta", {"distill", "merge", "quantize", "evaluate", "predict"}),
-    ("train.lora.r", {"distill", "merge", "quantize", "evaluate", "predict"}),
-    ("prompts.top_k", {"prompts", "teacher_gen"} | FROM_SFT),
-    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen"} | FROM_SFT),
-    ("quant.method", {"quantize", "evaluate", "predict"}),
-    ("eval.mcq_mode", {"evaluate"}),
+    ("train.beta", FROM_DISTILL),
+    ("train.lora.r", FROM_DISTILL),
+    ("prompts.top_k", {"prompts", "teacher_gen"} | FROM_SFT | EVAL),
+    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen"} | FROM_SFT | EVAL),
+    ("quant.method", {"quantize", "eval_row@quantized", "evaluate", "predict"}),
+    ("eval.mcq_mode", EVAL),
     ("predict.time_budget_s", {"predict"}),
-    ("prompts.max_context_chars", {"prompts", "teacher_gen"} | FROM_SFT),
-    ("gen.max_model_len", {"teacher_gen"} | FROM_SFT),
+    ("prompts.max_context_chars", {"prompts", "teacher_gen"} | FROM_SFT | EVAL),
+    ("gen.max_model_len", {"teacher_gen"} | FROM_SFT | EVAL),
     ("gen.shards", set()),  # by design: sharding does not change the final out
 ])
 def test_param_reruns_exactly_its_downstream_stages(root, param, expected):
@@ -161,6 +165,7 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(root):
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     problems = []
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage: its template
         module = stage["cmd"].split()[2]
         entry = root / Path(*module.split(".")).with_suffix(".py")
         code = {f for f in _closure(entry, root) if f.name != "__init__.py" or "import " in f.read_text()}

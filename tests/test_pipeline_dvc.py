@@ -26,8 +26,10 @@ from tiny_pipeline import (TIMING, build, commit_repro, dvc, git, local_remote_p
                            set_params, snapshot)
 
 STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft",
-          "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "evaluate", "predict"]
-FROM_DISTILL = ["distill", "merge", "quantize", "evaluate", "predict"]
+          "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "eval_teacher", "eval_row@student",
+          "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
+# a new distilled model reanswers its own eval rows only: the teacher's and the student's stay
+FROM_DISTILL = ["distill", "merge", "quantize", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def repo(tmp_path_factory, gemma_tokenizer):
                  ("prompts", "teacher_gen"), ("student_model", "sft"), ("teacher_gen", "sft"), ("sft", "student_gen"),
                  ("teacher_gen", "pairs"),
                  ("student_gen", "pairs"), ("pairs", "distill"), ("distill", "merge"), ("merge", "quantize"),
-                 ("quantize", "evaluate"), ("quantize", "predict")]:
+                 ("eval_teacher", "eval_row@student"), ("eval_teacher", "eval_row@distilled"),
+                 ("quantize", "eval_row@quantized"), ("eval_row@quantized", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)
     commit_repro(repo, "first repro")
     # the second forced run goes on in a fresh clone while the other tests use this repo (the last
@@ -104,6 +107,11 @@ def test_evaluate_and_predict_outs(repo):
         assert row["from_context"] == len([p for p in mine if p["source"] == "context"])
         own = [0.0 if p["source"] == "context" else p["score"] for p in mine if p["type"] == "open"]
         assert row["model_only"]["open_score"] == pytest.approx(sum(own) / len(own), abs=1e-4)
+        # each row's stage wrote its summary; the report adds the margins over the baselines
+        own = json.loads((repo / f"metrics/eval/{name}.json").read_text())
+        assert own == {k: v for k, v in row.items() if k != "margin"} | {"model_only": own["model_only"]}
+        assert own["model_only"] == {k: v for k, v in row["model_only"].items() if k != "margin"}
+        assert ("kl_to_teacher" in own) == (name != "teacher") and own.get("kl_to_teacher", 1) > 0
     plot = (repo / "metrics/eval_scores.csv").read_text().splitlines()
     assert plot[0] == "row,kind,mcq_accuracy,open_score,total,total_model_only" and len(plot) == 1 + 6 + 1 + 4
     assert all(isinstance(row["collapsed"], bool) and "teacher_agreement" in row for row in m["rows"].values())
@@ -113,23 +121,25 @@ def test_evaluate_and_predict_outs(repo):
     assert pm["questions"] == 6 and isinstance(pm["collapsed"], bool) and sum(pm["mcq_distribution"].values()) == pm["mcq"]
 
 
-@pytest.mark.parametrize("key, value, expected", [
+@pytest.mark.parametrize("key, value, expected, direct", [
     ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_gen", "sft", "student_gen", "gen_report", "pairs",
-                         *FROM_DISTILL]),
-    ("sft.learning_rate", 0.002, ["sft", "student_gen", "gen_report", "pairs", *FROM_DISTILL]),
-    ("train.beta", 0.2, FROM_DISTILL),
-    ("quant.method", "int8", ["quantize", "evaluate", "predict"]),
-    ("quant.double_quant", True, ["quantize", "evaluate", "predict"]),
-    ("eval.max_tokens", 4, ["evaluate"]),
+                         *FROM_DISTILL, "eval_teacher", "eval_row@student"], 1),
+    ("sft.learning_rate", 0.002, ["sft", "student_gen", "gen_report", "pairs", *FROM_DISTILL], 1),
+    ("train.beta", 0.2, FROM_DISTILL, 1),
+    ("quant.method", "int8", ["quantize", "eval_row@quantized", "evaluate", "predict"], 1),
+    ("quant.double_quant", True, ["quantize", "eval_row@quantized", "evaluate", "predict"], 1),
+    ("eval.mcq_mode", "option_pmi", ["eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized",
+                                     "evaluate"], 5),  # each eval stage tracks it
 ])
-def test_param_change_names_exactly_its_downstream_stages(repo, key, value, expected):
-    """`dvc status` names the one stage whose param changed; a dry run lists it and what follows."""
+def test_param_change_names_exactly_its_downstream_stages(repo, key, value, expected, direct):
+    """`dvc status` names the stages whose param changed; a dry run lists them and what follows."""
     try:
         set_params(repo, {key: value})
         status = json.loads(dvc(repo, "status", "--json").stdout)
-        assert list(status) == [expected[0]], status
-        [changed] = status[expected[0]][0]["changed deps"]["params.yaml"]  # a whole section shows by name
-        assert key == changed or key.startswith(changed + "."), status
+        assert sorted(status) == sorted(expected[:direct]), status
+        for stage in expected[:direct]:
+            [changed] = status[stage][0]["changed deps"]["params.yaml"]  # a whole section shows by name
+            assert key == changed or key.startswith(changed + "."), status
         dry = dvc(repo, "repro", "--dry", "--force-downstream")
         stages = ran(dry.stdout)
         assert stages[0] == expected[0] and sorted(stages) == sorted(expected), dry.stdout
@@ -189,31 +199,17 @@ def test_killed_stage_resumes_to_the_outs_of_an_uninterrupted_run(repo):
         restore(repo)
 
 
-def test_experiment_run_show_and_diffs(repo):
-    exp = dvc(repo, "exp", "run", "-n", "beta-0.2", "-S", "train.beta=0.2")
-    assert ran(exp.stdout) == FROM_DISTILL, exp.stdout
-    try:
-        shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-        text = json.dumps(shown)
-        assert '"beta-0.2"' in text and "metrics/eval.json" in text and "metrics/distill.json" in text
-        params = json.loads(dvc(repo, "params", "diff", "--json").stdout)
-        assert {k: params["params.yaml"]["train.beta"][k] for k in ("old", "new")} == {"old": 1.0, "new": 0.2}
-        metrics = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
-        assert metrics["metrics/distill.json"]["beta"] == {"old": 1.0, "new": 0.2, "diff": -0.8}
-        assert "ppl_after" in metrics["metrics/distill.json"]  # the student changed
-        plots = json.loads(dvc(repo, "plots", "diff", "--json", "--split", "HEAD", "beta-0.2").stdout)["data"]
-        assert {"eval_scores", "distill_loss", "distill_kl", "recall_at_k"} <= set(plots), list(plots)
-        # the experiment is a commit of its own, visible to every diff command
-        diff = json.loads(dvc(repo, "exp", "diff", "HEAD", "beta-0.2", "--json").stdout)
-        assert diff["params"]["params.yaml"]["train.beta"]["new"] == 0.2
-    finally:
-        restore(repo)
+FROM_QUANTIZE = ["quantize", "eval_row@quantized", "evaluate", "predict"]
 
 
-def test_queued_sweep_runs_from_the_shared_cache(repo):
-    """Queued experiments run in temp copies of the repo that share its cache and run-cache: the
-    beta=0.2 run above and the committed beta=1.0 need no stage run at all."""
-    dvc(repo, "exp", "run", "--queue", "-S", "train.beta=0.2,1.0")
+def test_queued_experiments_run_show_diff_and_share_the_cache(repo):
+    """Queued experiments run in temp copies of the repo that share its cache and run-cache. On a
+    late param (the quantization method: the shortest rerun that still goes through evaluate and
+    predict; test_param_change_* and test_dvc.py cover train.* reaching distill), the first int8
+    experiment runs its stages; a second int8 and the committed nf4 run none, and neither does a
+    direct `dvc exp run` of int8 afterwards."""
+    dvc(repo, "exp", "run", "--queue", "-n", "int8", "-S", "quant.method=int8")
+    dvc(repo, "exp", "run", "--queue", "-S", "quant.method=int8,nf4")
     dvc(repo, "queue", "start", "-j", "1")
     deadline = time.time() + 420
     while True:
@@ -222,15 +218,31 @@ def test_queued_sweep_runs_from_the_shared_cache(repo):
             break
         assert time.time() < deadline, status
         time.sleep(2)
-    assert status.count("Success") == 2, status
+    assert status.count("Success") == 3, status
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     names = [r["name"] for rev in shown for exp in rev.get("experiments") or [] for r in exp.get("revs") or []]
-    queued = [n for n in names if n != "beta-0.2"]
-    assert len(queued) == 2, json.dumps(shown)[:2000]
-    for name in queued:
+    assert len(names) == 3 and "int8" in names, json.dumps(shown)[:2000]
+    assert ran(dvc(repo, "queue", "logs", "int8").stdout) == FROM_QUANTIZE
+    for name in set(names) - {"int8"}:
         log = dvc(repo, "queue", "logs", name, check=False).stdout
         assert ran(log) == [], log
-    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+    text = json.dumps(shown)
+    assert "metrics/eval.json" in text and "metrics/quantize.json" in text
+    # the experiment is a commit of its own, visible to every diff command
+    diff = json.loads(dvc(repo, "exp", "diff", "HEAD", "int8", "--json").stdout)
+    assert {k: diff["params"]["params.yaml"]["quant.method"][k] for k in ("old", "new")} == {"old": "nf4", "new": "int8"}
+    assert "ppl.quantized" in diff["metrics"]["metrics/quantize.json"], diff["metrics"]  # the model changed
+    metrics = json.loads(dvc(repo, "metrics", "diff", "HEAD", "int8", "--json").stdout)
+    assert "ppl.quantized" in metrics["metrics/quantize.json"], metrics
+    plots = json.loads(dvc(repo, "plots", "diff", "--json", "--split", "HEAD", "int8").stdout)["data"]
+    assert {"eval_scores", "distill_loss", "distill_kl", "recall_at_k"} <= set(plots), list(plots)
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}  # the workspace is untouched
+    try:
+        direct = dvc(repo, "exp", "run", "-n", "int8-again", "-S", "quant.method=int8")
+        assert ran(direct.stdout) == [], direct.stdout
+        assert json.loads(dvc(repo, "params", "diff", "--json").stdout)["params.yaml"]["quant.method"]["new"] == "int8"
+    finally:
+        restore(repo)
 
 
 @pytest.fixture
@@ -280,17 +292,17 @@ def test_local_directory_remote_round_trip(repo):
     git(repo.parent, "init", "-q", "--bare", str(origin))
     git(repo, "remote", "add", "origin", str(origin))
     git(repo, "push", "-q", "origin", "HEAD")
-    dvc(repo, "exp", "push", "origin", "beta-0.2")
-    exp_lock = yaml.safe_load(git(repo, "show", f"{_exp_ref(repo, 'beta-0.2')}:dvc.lock").stdout)["stages"]
-    for out in exp_lock["distill"]["outs"]:
-        if out["path"] != "metrics/distill.json":  # uncached: it travels in the experiment's commit
+    dvc(repo, "exp", "push", "origin", "int8")
+    exp_lock = yaml.safe_load(git(repo, "show", f"{_exp_ref(repo, 'int8')}:dvc.lock").stdout)["stages"]
+    for out in exp_lock["quantize"]["outs"]:
+        if out["path"] != "metrics/quantize.json":  # uncached: it travels in the experiment's commit
             md5 = out["md5"]
             assert (store / "files/md5" / md5[:2] / md5[2:]).is_file(), out
     git(fresh, "remote", "add", "team", str(origin))
     local_remote_path(fresh)
-    dvc(fresh, "exp", "pull", "team", "beta-0.2")
-    dvc(fresh, "exp", "apply", "beta-0.2")
-    assert metric(fresh, "metrics/distill.json", "beta") == 0.2
+    dvc(fresh, "exp", "pull", "team", "int8")
+    dvc(fresh, "exp", "apply", "int8")
+    assert metric(fresh, "metrics/quantize.json", "method") == "int8"
     assert json.loads(dvc(fresh, "status", "--json").stdout) == {}
     assert ran(dvc(fresh, "repro").stdout) == []
 

@@ -55,7 +55,8 @@ OVERRIDES = {
 # every out of the pipeline, cached or not (timing files are left out: they differ on every run)
 TIMING = {"data/gen/teacher.stats.json", "data/gen/student.stats.json", "metrics/generation.json",
           "data/predict/predictions.jsonl", "metrics/eval.json", "metrics/predict.json", "metrics/quantize.json",
-          "metrics/eval_scores.csv", "metrics/sft.json", "metrics/distill.json"}
+          "metrics/eval_scores.csv", "metrics/sft.json", "metrics/distill.json",
+          *(f"metrics/eval/{row}.json" for row in ("teacher", "student", "distilled", "quantized"))}
 
 
 def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None):

@@ -31,7 +31,6 @@ class EvalConfig(AnswerConfig):
     questions: str = field("data/raw/questions/eval.csv", doc="FSKU-format file(s) with Answer (and Keyword)")
     similarity_model: str = field(
         "models/encoder", doc="sentence-transformers model for the open-ended cosine; char-bigram = model-free")
-    teacher: bool = field(True, doc="also evaluate the teacher (slowest row; the others' MCQ agreement is with it)")
     limit: int = field(0, ge=0, doc="evaluate only the first N questions; 0 = all")
 
 
