@@ -74,12 +74,17 @@ def queue(methods: list[str], seeds: list[int]) -> None:
 def experiments(prefix: str) -> dict[str, dict]:
     """{experiment name: {metrics file: its data}} for the finished experiments named ``prefix``..."""
     out = {}
+    # `dvc exp show` lists queued and running experiments too, with the workspace's metrics (its
+    # status field stays empty here): the queue says which of its tasks finished
+    unfinished = {line.split()[1] for line in dvc("queue", "status").splitlines()[1:]
+                  if len(line.split()) > 2 and line.split()[-1] != "Success"}
     for baseline in json.loads(dvc("exp", "show", "--json", "-A")):
         for exp in baseline.get("experiments") or []:
             name = exp.get("name") or ""
             for rev in exp.get("revs") or []:
                 data = rev.get("data") or {}
-                if not name.startswith(prefix) or rev.get("error") or data.get("status") not in (None, "Success"):
+                if (not name.startswith(prefix) or name in unfinished or rev.get("error")
+                        or data.get("status") not in (None, "Success")):
                     continue
                 metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
                 if not metrics.get(ROW) and dig(metrics.get("metrics/eval.json"), ["rows", "distilled"]):
