@@ -286,3 +286,17 @@ def test_predict_command_flags_a_collapsed_model(tmp_path, monkeypatch, caplog):
     assert all(s["fallback"] == "degenerate:punctuation" and s["source"] == "context" and s["generated"] == ". . . ."
                for s in opn)
     assert all(". . ." not in s["answer"] for s in opn)
+
+
+def test_a_row_file_for_other_questions_is_refused_by_name(tmp_path):
+    """The report reads each row's answers back; answers to another question set name their file."""
+    from fsku.io import write_jsonl
+    from stages.evaluate import read_rows
+
+    qs = load_questions(ROOT / "data/raw/questions/eval.csv")[:3]
+    path = tmp_path / "distilled.jsonl"
+    write_jsonl(path, [{"id": q.id, "type": "mcq", "answer": "1"} for q in qs])
+    assert [x["id"] for x in read_rows(path, qs)] == [q.id for q in qs]
+    write_jsonl(path, [{"id": q.id, "type": "mcq", "answer": "1"} for q in qs[:2]])
+    with pytest.raises(ValueError, match="distilled.jsonl: answers other questions than 3"):
+        read_rows(path, qs)
