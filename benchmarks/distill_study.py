@@ -63,8 +63,8 @@ def dvc(*args: str) -> str:
 
 
 def queue(methods: list[str], seeds: list[int]) -> None:
-    for name in methods:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: a queue stopped half-way still covers every method
+        for name in methods:
             sets = [f"train.seed={seed}", *(f"{k}={v}" for k, v in METHODS[name].items())]
             dvc("exp", "run", "--queue", "-n", f"{PREFIX}{name}-s{seed}", *(a for s in sets for a in ("-S", s)), TARGET)
             print(f"queued {PREFIX}{name}-s{seed}: {' '.join(sets)}")
