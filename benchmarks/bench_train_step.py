@@ -135,7 +135,7 @@ def child(variant: str, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from fsku.distill.config import TrainConfig
-    from fsku.distill.train import check_examples, load_examples
+    from fsku.distill.examples import check_examples, load_examples
     from fsku.models.compat import check_and_align
 
     transformers.logging.set_verbosity_error()

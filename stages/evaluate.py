@@ -149,7 +149,7 @@ def fidelity(summary: dict, row: str, teacher: list[dict], questions, hits, prom
     t = time.perf_counter()
     model, tokenizer = load_for_inference(ROWS["teacher"])
     examples = teacher_examples(questions, teacher, hits, prompts_cfg, tokenizer)
-    q = kl_to_teacher(ROWS[row], model.eval(), examples, max_length)
+    q = kl_to_teacher(ROWS[row], model.eval(), examples, max_length, tokenizer)
     summary["kl_to_teacher"] = q["kl"]
     summary["fidelity"] = {"answers": len(examples), "tokens": q["tokens"], "ppl": q["student_ppl"],
                            "teacher_ppl": q["teacher_ppl"]}

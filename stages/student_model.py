@@ -1,11 +1,12 @@
 """Stage `student_model`: the initial student (pruned teacher, model dir or hub id) ->
-models/student_init, after checking it shares the teacher's tokenizer."""
+models/student_init, after checking it shares the teacher's tokenizer (unless `student.own_tokenizer`:
+then only `train.method: gold` can distill it)."""
 
 import logging
 
 from fsku.config import load_section
 from fsku.io import write_json
-from fsku.models.compat import check_and_align
+from fsku.models.compat import check_and_align, same_vocab
 from fsku.models.config import StudentConfig
 from fsku.models.load import load_causal_lm, save_model
 from fsku.models.prune import prune_layers
@@ -29,13 +30,17 @@ def main() -> None:
     else:
         student, student_tok = load_causal_lm(cfg.model, cfg.dtype)
         kept = None
-    log.info(check_and_align(teacher_tok, student_tok, teacher, student))
+    same = same_vocab(teacher_tok, student_tok)
+    if same or not cfg.own_tokenizer:
+        log.info(check_and_align(teacher_tok, student_tok, teacher, student))
+    else:
+        log.info("the student has its own tokenizer: train.method gold distills it (ULD)")
     save_model(student, student_tok, args.out)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     write_json(args.metrics, {
         "teacher_layers": teacher.config.num_hidden_layers, "teacher_parameters": count(teacher),
         "student": cfg.model, "student_layers": student.config.num_hidden_layers,
-        "student_parameters": count(student), "kept_layers": kept,
+        "student_parameters": count(student), "kept_layers": kept, "same_tokenizer": same,
     })
 
 

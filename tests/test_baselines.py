@@ -300,3 +300,23 @@ def test_a_row_file_for_other_questions_is_refused_by_name(tmp_path):
     write_jsonl(path, [{"id": q.id, "type": "mcq", "answer": "1"} for q in qs[:2]])
     with pytest.raises(ValueError, match="distilled.jsonl: answers other questions than 3"):
         read_rows(path, qs)
+
+
+def test_fidelity_across_tokenizers_has_no_token_kl(tmp_path, gemma_tokenizer, qwen_tokenizer):
+    """A row whose model tokenizes differently from the teacher (a gold student) gets no token KL,
+    and each perplexity over its own model's tokens of the teacher's answer; the same tokenizer, a KL."""
+    from conftest import tiny_qwen2
+    from fsku.gen.format import format_prompt
+    from fsku.models.load import save_model
+    from fsku.predict.fidelity import kl_to_teacher
+
+    save_model(tiny_qwen2(layers=1), qwen_tokenizer, tmp_path / "qwen")
+    save_model(tiny_gemma(layers=1, seed=4), gemma_tokenizer, tmp_path / "gemma")
+    user, answer = "전자금융거래법상 접근매체가 아닌 것은?", "정답: 2 전자서명생성정보"
+    examples = [{"user": user, "prompt": format_prompt(gemma_tokenizer, user), "chosen": answer}]
+    teacher = tiny_gemma(layers=2).eval()
+    cross = kl_to_teacher(tmp_path / "qwen", teacher, examples, 256, gemma_tokenizer)
+    assert cross["kl"] is None and cross["student_ppl"] > 1 and cross["teacher_ppl"] > 1
+    assert cross["tokens"] == len(qwen_tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids)
+    same = kl_to_teacher(tmp_path / "gemma", teacher, examples, 256, gemma_tokenizer)
+    assert same["kl"] > 0 and same["teacher_ppl"] == cross["teacher_ppl"]

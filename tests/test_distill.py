@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, run, tiny_gemma
+from conftest import ROOT, run, tiny_gemma, tiny_qwen2
 from fsku.models.load import save_model
 
 QUESTIONS = ["접근매체를 분실한 경우 이용자가 할 일은?", "전자서명 인증서의 유효기간은?", "망분리 예외 대상은?",
@@ -24,10 +24,11 @@ def pair(i, q):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, gemma_tokenizer):
+def work(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
     d = tmp_path_factory.mktemp("distill")
     save_model(tiny_gemma(layers=3, seed=1), gemma_tokenizer, d / "teacher")
     save_model(tiny_gemma(layers=2, seed=2), gemma_tokenizer, d / "student")
+    save_model(tiny_qwen2(layers=2, seed=3), qwen_tokenizer, d / "qwen_teacher")  # another tokenizer family
     (d / "pairs").mkdir()
     rows = [pair(i, q) for i, q in enumerate(QUESTIONS)]
     for name, part in (("train", rows[:6]), ("test", rows[6:])):
@@ -114,8 +115,12 @@ def test_ddp_two_cpu_processes(work):
     ({"train_rows": 1}, "1 pair(s); distillation needs at least 2"),
     ({"max_length": 20}, "leave no answer tokens within train.max_length 20"),
     ({"beta": 2.5}, "train.beta"),
-    ({"other_tokenizer": True}, "tokenizers differ"),
-    ({"method": "gold"}, "train.method: 'gold' is not one of"),
+    ({"other_tokenizer": True}, "tokenizers differ; use train.method gold"),
+    ({"other_tokenizer": True, "method": "gkd"}, "train.method: gkd compares teacher and student token by token"),
+    ({"other_tokenizer": True, "method": "gold", "gold": {"use_uld_loss": False}}, "train.gold.use_uld_loss: false"),
+    ({"method": "gold", "teacher_system": "답만 쓰세요."}, "train.teacher_system: method gold with one shared"),
+    ({"method": "golden"}, "train.method: 'golden' is not one of"),
+    ({"method": "gold", "gkd": {"max_new_tokens": 4096}}, "train.gkd.max_new_tokens: 4096 leaves no room"),
     ({"method": "gkd", "gkd": {"max_new_tokens": 0}}, "train.gkd.max_new_tokens"),
     ({"teacher_system": "답만 쓰세요."}, "train.teacher_system: method distillm2"),
     ({"method": "gkd", "teacher_system": "답만 쓰세요.", "gkd": {"seq_kd": True}}, "train.gkd.seq_kd"),
@@ -195,7 +200,7 @@ def test_gkd_loss_without_teacher_system_is_upstreams(work, tmp_path):
     from trl.experimental.gkd import GKDTrainer
 
     from fsku.distill.gkd import gkd_trainer
-    from fsku.distill.train import load_examples
+    from fsku.distill.examples import load_examples
 
     tok = AutoTokenizer.from_pretrained(str(work / "student"))
     cfg = gkd_config()
@@ -221,7 +226,7 @@ def test_teacher_only_system_prompt_is_learnt(work, tmp_path, gemma_tokenizer):
     from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
     from fsku.distill.gkd import gkd_trainer
-    from fsku.distill.train import load_examples
+    from fsku.distill.examples import load_examples
 
     tok = AutoTokenizer.from_pretrained(str(work / "student"))
     system = "INSTRUCTION: 모든 답을 '정답'으로 시작하세요."
@@ -286,3 +291,63 @@ def test_gkd_stage_end_to_end(work, monkeypatch):
     m = json.loads((work / "gkd" / "distill.json").read_text())
     assert m["method"] == "gkd" and m["steps"] == 4 and m["kl_after"] < m["kl_before"]
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gkd" / "model"))
+
+
+def test_gold_distills_across_tokenizers(work, tmp_path):
+    """train.method gold with a Qwen2 teacher (Qwen2.5's tokenizer) and a Gemma student: the teacher
+    reads its own ChatML prompt while the student reads its own; ULD (positional: Gemma's tokenizer
+    is not byte-level BPE) lowers the loss on a fixed batch; on-policy steps find the teacher's
+    prompt for the prompts decoded from the student's tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fsku.distill.gold import gold_trainer, uld_mode
+    from fsku.distill.examples import load_examples
+
+    tok = AutoTokenizer.from_pretrained(str(work / "student"))
+    ttok = AutoTokenizer.from_pretrained(str(work / "qwen_teacher"))
+    cfg = gkd_config(steps=6)
+    cfg.method = "gold"
+    train = load_examples(work / "pairs" / "train.jsonl", tok, ttok, own_prompt=True)
+    student = AutoModelForCausalLM.from_pretrained(str(work / "student"))
+    teacher = AutoModelForCausalLM.from_pretrained(str(work / "qwen_teacher")).eval()
+    uld = uld_mode(cfg, tok, ttok, cross=True)
+    assert uld == "positional" and uld_mode(cfg, ttok, ttok, cross=True) == "extended"
+    torch.manual_seed(0)
+    trainer = gold_trainer(cfg, gkd_common(tmp_path, cfg, lr=0.02), student, teacher, tok,
+                           str(work / "qwen_teacher"), train, None, uld)
+    read = []
+    teacher.register_forward_pre_hook(lambda m, a, kw: read.append(kw["input_ids"]), with_kwargs=True)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(train))])
+    with torch.no_grad():
+        before = float(trainer.compute_loss(trainer.model, dict(batch)))
+    first = [ids[ids != ttok.pad_token_id] for ids in read[0]]
+    assert all(ttok.decode(ids).startswith("<|im_start|>system") for ids in first)
+    assert all(ttok.decode(ids).count(e["chosen"][:10]) == 1 for ids, e in zip(first, train))
+    assert not (batch["input_ids"] == ttok.convert_tokens_to_ids("<|im_start|>")).any()  # a Gemma id, unused
+    for ids, mask, e in zip(batch["prompts"], batch["prompt_attention_mask"], train):
+        assert ids[mask.bool()].tolist() == tok(e["prompt"]).input_ids  # as at inference (BOS or not)
+    trainer.train()
+    with torch.no_grad():
+        after = float(trainer.compute_loss(trainer.model, dict(batch)))
+    logs = [e for e in trainer.state.log_history if "on_policy_loss" in e]
+    assert logs, "no on-policy step ran"
+    assert after < 0.8 * before, (before, after)
+
+
+def test_gold_stage_end_to_end(work, monkeypatch):
+    """The distill stage with train.method gold and a teacher of another tokenizer: the adapter out,
+    and metrics that say which ULD ran and have no token KL (undefined across vocabularies)."""
+    from stages.distill import main
+
+    cmd = distill_cmd(work, "gold")
+    cmd[cmd.index("--teacher") + 1] = str(work / "qwen_teacher")
+    (work / "gold.yaml").write_text(yaml.safe_dump({"train": {
+        "method": "gold", "max_steps": 3, "save_steps": 2, "batch_size": 2, "learning_rate": 0.02,
+        "warmup_ratio": 0.0, "lora": {"r": 4, "alpha": 8}, "gkd": {"lmbda": 0.5, "max_new_tokens": 8}}}))
+    cmd[cmd.index("--params") + 1] = str(work / "gold.yaml")
+    monkeypatch.setattr(sys, "argv", ["stages.distill", *cmd[2:]])
+    main()
+    m = json.loads((work / "gold" / "distill.json").read_text())
+    assert m["method"] == "gold" and m["loss"] == "uld_positional" and m["steps"] == 3
+    assert m["kl_before"] is None and m["ppl_before"] > 1 and m["teacher_ppl"] > 1
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gold" / "model"))

@@ -80,3 +80,29 @@ def test_model_stages_convert_the_embedded_teacher(tmp_path):
 def test_missing_local_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_causal_lm(str(tmp_path / "nope"))
+
+
+def test_student_of_another_tokenizer_needs_own_tokenizer(tmp_path, monkeypatch, gemma_tokenizer, qwen_tokenizer):
+    """student_model refuses a student whose tokenizer differs from the teacher's unless
+    student.own_tokenizer says it is meant (for train.method gold), before writing anything."""
+    import sys
+
+    from conftest import tiny_qwen2
+    from stages.student_model import main
+
+    save_model(tiny_gemma(layers=2), gemma_tokenizer, tmp_path / "teacher")
+    save_model(tiny_qwen2(layers=1), qwen_tokenizer, tmp_path / "qwen")
+    out, metrics = tmp_path / "student", tmp_path / "models.json"
+    for own in (False, True):
+        params = tmp_path / "params.yaml"
+        params.write_text(f"student:\n  model: {tmp_path / 'qwen'}\n  own_tokenizer: {str(own).lower()}\n")
+        monkeypatch.setattr(sys, "argv", ["stages.student_model", "--params", str(params), "--teacher",
+                                          str(tmp_path / "teacher"), "--out", str(out), "--metrics", str(metrics)])
+        if not own:
+            with pytest.raises(TokenizerMismatch, match="train.method gold"):
+                main()
+            assert not out.exists() and not metrics.exists()
+        else:
+            main()
+    assert json.loads(metrics.read_text())["same_tokenizer"] is False
+    assert load_causal_lm(str(out))[1].get_vocab() == qwen_tokenizer.get_vocab()

@@ -31,12 +31,26 @@ class GkdParams:
 
 
 @dataclass
+class GoldParams:
+    """``train.gold``: TRL's ``GOLDTrainer``, under ``GOLDConfig``'s names; on-policy settings from ``train.gkd``."""
+    use_uld_loss: bool = field(True, doc="teacher and student tokenizers differ: align the two by text (ULD); "
+                               "false stops the stage instead")
+    use_extended_uld: bool = field(True, doc="ULD merges split tokens by byte offsets (both tokenizers byte-level "
+                                   "BPE); otherwise, and when false, positional ULD (sorted probabilities)")
+    uld_use_hybrid_loss: bool = field(False, doc="JSD on tokens both vocabularies share, ULD on the rest")
+    uld_crossentropy_weight: float = field(0.0, ge=0.0, doc="weight of the student's cross-entropy on the answers")
+    uld_distillation_weight: float = field(1.0, ge=0.0)
+
+
+@dataclass
 class TrainConfig:
-    method: Literal["distillm2", "gkd"] = field("distillm2", doc="distillm2: contrastive, offline pairs; "
-                                                "gkd: on-policy, TRL's GKDTrainer (train.gkd)")
-    teacher_system: str = field("", doc="system prompt of the teacher's input only (gkd): what the student "
-                                "should learn to do without being told")
+    method: Literal["distillm2", "gkd", "gold"] = field(
+        "distillm2", doc="distillm2: contrastive, offline pairs; gkd: on-policy, TRL's GKDTrainer (train.gkd); "
+        "gold: on-policy, TRL's GOLDTrainer, across tokenizers by ULD (train.gkd, train.gold)")
+    teacher_system: str = field("", doc="system prompt of the teacher's input only (gkd; gold across tokenizers): "
+                                "what the student should learn to do without being told")
     gkd: GkdParams = field(default_factory=GkdParams)
+    gold: GoldParams = field(default_factory=GoldParams)
     loss: Literal["distillm2", "fkl", "rkl", "skl", "srkl", "jsd"] = "distillm2"
     beta: float = field(1.0, ge=0.0, le=2.0, doc="weight of the student-answer term: (2-beta) SKL + beta SRKL")
     gradual_beta: bool = field(False, doc="DistiLLM-2's schedule: beta + 0.5 over the first half of training")
@@ -70,9 +84,12 @@ class TrainConfig:
             raise ConfigError(f"loss: unknown {self.loss!r}")
         if self.lora.enabled and not self.lora.target_modules:
             raise ConfigError("lora.target_modules: empty; name the modules LoRA adapts")
-        if self.teacher_system and self.method != "gkd":
+        if self.teacher_system and self.method == "distillm2":
             raise ConfigError(f"teacher_system: method {self.method} trains on the pairs' prompts as the student "
                               "sees them and would ignore it; use method gkd, or leave it empty")
+        if self.method in ("gkd", "gold") and self.gkd.max_new_tokens >= self.max_length:
+            raise ConfigError(f"gkd.max_new_tokens: {self.gkd.max_new_tokens} leaves no room for the prompt within "
+                              f"max_length {self.max_length}")
         if self.teacher_system and self.gkd.seq_kd:
             raise ConfigError("gkd.seq_kd: samples the teacher on the student's prompt, without teacher_system; "
                               "turn one of them off")

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from fsku.config import ConfigError
 from fsku.distill.config import TrainConfig
 from fsku.distill.quality import answer_quality
-from fsku.gen.format import format_prompt
-from fsku.io import atomic_dir, read_jsonl, save_tokenizer, write_json
+from fsku.distill.examples import check_examples, load_examples
+from fsku.io import atomic_dir, save_tokenizer, write_json
+from fsku.models.compat import TokenizerMismatch, check_and_align, same_vocab
 
 log = logging.getLogger(__name__)
 
@@ -31,33 +33,18 @@ log = logging.getLogger(__name__)
 SESSION_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
 
 
-def load_examples(pairs_file: Path, tokenizer, teacher_tokenizer=None, teacher_system: str = "") -> list[dict]:
-    """Pairs as TRL's plain-text preference format, the prompt formatted as at generation time
-    (without the teacher-only system prompt: the student never sees it). With ``teacher_system``,
-    each example also gets ``teacher_prompt``: the same user turn with that system prompt, as the
-    teacher reads it."""
-    rows = read_jsonl(pairs_file)
-    out = []
-    for r in rows:
-        user = r["chosen"][0]["content"]
-        ex = {"prompt_id": r["prompt_id"], "prompt": format_prompt(tokenizer, user),
-              "chosen": r["chosen"][-1]["content"], "rejected": r["rejected"][-1]["content"]}
-        if teacher_system:
-            ex["teacher_prompt"] = format_prompt(teacher_tokenizer or tokenizer, user, teacher_system)
-        out.append(ex)
-    return out
-
-
-def check_examples(examples: list[dict], tokenizer, max_length: int, what: str) -> None:
-    """Stop before training on data that cannot teach anything."""
-    if len(examples) < 2:
-        raise ValueError(f"{what}: {len(examples)} pair(s); distillation needs at least 2 "
-                         "(check metrics/pairs.json for why pairs were dropped)")
-    too_long = [e["prompt_id"] for e in examples if len(tokenizer(e["prompt"]).input_ids) >= max_length - 1]
-    if too_long:
-        raise ValueError(f"{what}: {len(too_long)} pair(s) leave no answer tokens within train.max_length "
-                         f"{max_length} (prompt_id {', '.join(too_long[:5])}); raise train.max_length or "
-                         "shorten prompts (prompts.max_context_chars)")
+def check_method(cfg: TrainConfig, cross: bool) -> None:
+    """Stop before anything runs when the method cannot use these tokenizers or would drop a setting."""
+    if cross and cfg.method != "gold":
+        raise TokenizerMismatch(f"train.method: {cfg.method} compares teacher and student token by token, but "
+                                "their tokenizers differ; use train.method gold (ULD) or a student of the "
+                                "teacher's family")
+    if cross and not cfg.gold.use_uld_loss:
+        raise ConfigError("train.gold.use_uld_loss: false, but the teacher and student tokenizers differ; only "
+                          "ULD distills across tokenizers")
+    if cfg.method == "gold" and not cross and cfg.teacher_system:
+        raise ConfigError("train.teacher_system: method gold with one shared tokenizer gives the teacher the "
+                          "student's very input and would ignore it; use train.method gkd")
 
 
 def fingerprint(cfg: TrainConfig, files: list[Path], models: list[str]) -> str:
@@ -144,13 +131,14 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     from trl import DPOConfig
 
     from fsku.distill.trainer import DistillTrainer
-    from fsku.models.compat import check_and_align
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
-    train = load_examples(pairs_dir / "train.jsonl", tokenizer, teacher_tok, cfg.teacher_system)
-    test = load_examples(pairs_dir / "test.jsonl", tokenizer, teacher_tok, cfg.teacher_system)
+    cross = not same_vocab(teacher_tok, tokenizer)
+    check_method(cfg, cross)
+    train = load_examples(pairs_dir / "train.jsonl", tokenizer, teacher_tok, cfg.teacher_system, cross)
+    test = load_examples(pairs_dir / "test.jsonl", tokenizer, teacher_tok, cfg.teacher_system, cross)
     check_examples(train, tokenizer, cfg.max_length, f"{pairs_dir / 'train.jsonl'}")
     if not test:
         raise ValueError(f"{pairs_dir / 'test.jsonl'}: no test pairs to measure the student on; "
@@ -158,13 +146,15 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     dtype = torch.bfloat16 if cfg.bf16 and torch.cuda.is_available() else torch.float32
     student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval()
-    log.info(check_and_align(teacher_tok, tokenizer, teacher, student))
+    log.info("tokenizers differ: GOLD aligns them by text (ULD)" if cross
+             else check_and_align(teacher_tok, tokenizer, teacher, student))
     for p in teacher.parameters():
         p.requires_grad_(False)
 
     fp = fingerprint(cfg, [pairs_dir / "train.jsonl"], [teacher_dir, student_dir])
     resume = last_checkpoint(ckpt_dir, fp, manage=int(os.environ.get("RANK", "0")) == 0)
-    before = answer_quality(student.eval(), teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk)
+    quality_tok = teacher_tok if cross else None
+    before = answer_quality(student.eval(), teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok)
 
     import datasets
 
@@ -185,10 +175,16 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     if cfg.lora.enabled:
         peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    uld = None
     if cfg.method == "gkd":
         from fsku.distill.gkd import gkd_trainer
 
         trainer = gkd_trainer(cfg, common, student, teacher, tokenizer, train, peft_config)
+    elif cfg.method == "gold":
+        from fsku.distill.gold import gold_trainer, uld_mode
+
+        uld = uld_mode(cfg, tokenizer, teacher_tok, cross)
+        trainer = gold_trainer(cfg, common, student, teacher, tokenizer, teacher_dir, train, peft_config, uld)
     else:
         trainer = DistillTrainer(model=student, ref_model=teacher, args=DPOConfig(**common, max_length=cfg.max_length),
                                  train_dataset=train_ds, processing_class=tokenizer, peft_config=peft_config,
@@ -204,7 +200,7 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     summary = {}
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model).eval()
-        after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk)
+        after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok)
         with atomic_dir(out_dir) as tmp:
             if cfg.lora.enabled:
                 model.peft_config["default"].base_model_name_or_path = student_dir
@@ -217,15 +213,15 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         last = next((e for e in reversed(history) if "loss" in e), {})
         final = {k: round(float(last[k]), 4) for k in ("loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected",
                                                        "alpha1", "alpha2", "learning_rate") if k in last}
+        loss = {"distillm2": cfg.loss, "gkd": "gkd_jsd", "gold": f"uld_{uld}" if uld else "gold_jsd"}[cfg.method]
         summary = {
-            "method": cfg.method, "loss": cfg.loss if cfg.method == "distillm2" else "gkd_jsd",
-            "beta": cfg.beta if cfg.method == "distillm2" else cfg.gkd.beta,
+            "method": cfg.method, "loss": loss, "beta": cfg.beta if cfg.method == "distillm2" else cfg.gkd.beta,
             "steps": trainer.state.global_step, "train_pairs": len(train),
             "test_pairs": len(test), "lora": cfg.lora.enabled, "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
             "train_loss_first": round(losses[0], 4) if losses else None,
             "train_loss_last": round(losses[-1], 4) if losses else None,
             "kl_before": before["kl"], "kl_after": after["kl"],
-            "kl_drop": round(1 - after["kl"] / before["kl"], 4) if before["kl"] else None,
+            "kl_drop": round(1 - after["kl"] / before["kl"], 4) if before["kl"] else None,  # None across tokenizers
             "ppl_before": before["student_ppl"], "ppl_after": after["student_ppl"],
             "teacher_ppl": before["teacher_ppl"], "test_answer_tokens": before["tokens"],
             "last_step": final,

@@ -13,6 +13,10 @@ class TokenizerMismatch(ValueError):
     pass
 
 
+def same_vocab(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
 def check_and_align(teacher_tok, student_tok, teacher_model, student_model) -> str:
     """Raise TokenizerMismatch if the tokenizers differ; resize the student's embeddings to the
     teacher's padded size if only that differs. Returns what was done, for the log."""
@@ -23,7 +27,8 @@ def check_and_align(teacher_tok, student_tok, teacher_model, student_model) -> s
         raise TokenizerMismatch(
             f"teacher and student tokenizers differ ({len(t_vocab)} vs {len(s_vocab)} tokens; {only_t} "
             f"teacher and {only_s} student entries have no match): token-level distillation needs one "
-            "shared tokenizer, so choose a student of the teacher's family")
+            "shared tokenizer: choose a student of the teacher's family, or train.method gold, which aligns "
+            "the two by text (ULD)")
     t_rows = teacher_model.get_input_embeddings().weight.shape[0]
     s_rows = student_model.get_input_embeddings().weight.shape[0]
     if t_rows == s_rows:

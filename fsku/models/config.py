@@ -24,6 +24,8 @@ class StudentConfig:
     model: str = field("prune", doc="'prune' (teacher layers subset), a local model dir or a hub id")
     keep_layers: int = field(6, ge=1, le=512, doc="decoder layers kept when pruning (first and last kept)")
     dtype: Dtype = "float32"
+    own_tokenizer: bool = field(False, doc="allow a student whose tokenizer differs from the teacher's: only "
+                                "train.method gold distills across tokenizers (ULD)")
 
     def validate(self) -> None:
         if not self.model:

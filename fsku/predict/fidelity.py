@@ -7,6 +7,7 @@ from fsku.distill.quality import answer_quality
 from fsku.gen.choice import constrained_answer
 from fsku.gen.format import format_prompt
 from fsku.gen.prompts import user_prompt
+from fsku.models.compat import same_vocab
 from fsku.models.load import load_for_inference
 
 
@@ -22,15 +23,22 @@ def teacher_examples(questions, teacher_records: list[dict], hits: dict[str, lis
         if rec is None or rec["source"] != "model":
             continue
         answer = constrained_answer(int(rec["answer"]), q.options) if q.is_mcq else rec["answer"]
-        out.append({"prompt": format_prompt(tokenizer, user_prompt(q, hits.get(q.id, []), prompts_cfg)),
-                    "chosen": answer})
+        user = user_prompt(q, hits.get(q.id, []), prompts_cfg)
+        out.append({"user": user, "prompt": format_prompt(tokenizer, user), "chosen": answer})
     return out
 
 
-def kl_to_teacher(model_dir, teacher, examples: list[dict], max_length: int) -> dict:
-    """``answer_quality`` of the model in ``model_dir`` (plain, adapter or quantized) against a loaded teacher."""
+def kl_to_teacher(model_dir, teacher, examples: list[dict], max_length: int, teacher_tokenizer=None) -> dict:
+    """``answer_quality`` of the model in ``model_dir`` (plain, adapter or quantized) against a loaded
+    teacher. A model with another tokenizer than ``teacher_tokenizer`` has no token KL (None): its
+    prompts are formatted its own way and each perplexity is over each model's tokens."""
     model, tokenizer = load_for_inference(model_dir)
     try:
+        if teacher_tokenizer is not None and not same_vocab(teacher_tokenizer, tokenizer):
+            examples = [{**ex, "prompt": format_prompt(tokenizer, ex["user"]), "teacher_prompt": ex["prompt"]}
+                        for ex in examples]
+            return answer_quality(model.eval(), teacher, examples, tokenizer, max_length,
+                                  teacher_tokenizer=teacher_tokenizer)
         return answer_quality(model.eval(), teacher, examples, tokenizer, max_length)
     finally:
         del model
