@@ -340,3 +340,31 @@ def test_frequency_penalty_counts_answer_tokens_only(tiny_model_dir):
         return sum(len(t) - len(set(t)) for t in toks)
 
     assert repeats(2.0) < repeats(0.0)
+
+
+def test_stop_strings_stop_where_transformers_does(gemma_tokenizer):
+    """StopStrings (no vocabulary-wide table) against transformers' StopStringCriteria, on random
+    sequences of tokens around the zero template's stop strings: the same verdict at every step."""
+    import random
+
+    import torch
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    from fsku.gen.backends import StopStrings
+    from fsku.gen.format import ZERO_STOP
+
+    tok = gemma_tokenizer
+    pieces = ["\n", "\n\n", "#", "##", "###", "####", " ###", "###\n", "답", "변", " 정답", ":", " 1", "2.",
+              "전자", "금융", " ", "a", "\n#", "#\n"]
+    ids = sorted({i for p in pieces for i in tok(p, add_special_tokens=False).input_ids})
+    ours, upstream = StopStrings(tok, ZERO_STOP), StopStringCriteria(tok, ZERO_STOP)
+    rng = random.Random(0)
+    stops = 0
+    for _ in range(300):
+        row = [rng.choice(ids) for _ in range(12)]
+        for n in range(2, len(row) + 1):
+            x = torch.tensor([row[:n]])
+            want = bool(upstream(x, None)[0])
+            assert bool(ours(x, None)[0]) == want, (tok.convert_ids_to_tokens(row[:n]), want)
+            stops += want
+    assert stops > 100  # both verdicts occur often

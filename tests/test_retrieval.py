@@ -129,3 +129,22 @@ def test_committed_metrics_meet_the_goal(root):
     m = json.loads((root / "metrics/retrieval.json").read_text(encoding="utf-8"))
     assert m["queries"] >= 60 and m["unanswerable"] == []
     assert m["hybrid"]["recall@5"] >= max(m["bm25"]["recall@5"], m["dense"]["recall@5"])
+
+
+def test_static_encoder_reads_the_same_vectors_as_sentence_transformers(tiny_encoder, corpus_chunks):
+    """load_encoder reads a static-embedding model without sentence-transformers: the same vectors,
+    bit for bit, before and after token weights, whatever the batch size."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from fsku.retrieval.dense import StaticEncoder, apply_token_weights, corpus_idf, encode, load_encoder
+
+    texts = [c["text"] for c in corpus_chunks[0]][:200] + ["전자금융거래법 접근매체", "a", "  공백  "]
+    light, full = load_encoder(str(tiny_encoder)), SentenceTransformer(str(tiny_encoder), device="cpu")
+    assert isinstance(light, StaticEncoder) and light.get_sentence_embedding_dimension() == 32
+    assert np.array_equal(encode(light, texts, 64), encode(full, texts, 7))
+    weights = corpus_idf(light, texts)
+    assert np.array_equal(weights, corpus_idf(full, texts))
+    apply_token_weights(light, weights)
+    apply_token_weights(full, weights)
+    assert np.array_equal(encode(light, texts, 5), encode(full, texts, 64))

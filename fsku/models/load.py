@@ -67,15 +67,40 @@ def is_quantized(model_dir: str | Path) -> bool:
     return cfg.is_file() and "quantization_config" in json.loads(cfg.read_text(encoding="utf-8"))
 
 
+_TOKENIZERS: dict[str, object] = {}
+
+
+def cached_tokenizer(source: str | Path):
+    """``AutoTokenizer.from_pretrained(source)``, once per process for each tokenizer content: an eval
+    row reads its own model's, then the teacher's, then its own again, usually the very same
+    262,144-token tokenizer (seconds a load). Callers share the instance: only padding side and
+    pad token are ever set on it, the same way by all."""
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    if not Path(source).is_dir():  # a hub id: the hub's own cache
+        return AutoTokenizer.from_pretrained(str(source))
+    digest = hashlib.sha256()
+    for f in sorted(Path(source).glob("*")):
+        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "chat_template", "added_tokens"))
+                            or f.suffix in (".model", ".tiktoken")):
+            digest.update(f.name.encode() + f.read_bytes())
+    key = digest.hexdigest()
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(source))
+    return _TOKENIZERS[key]
+
+
 def load_for_inference(model_dir: str | Path):
     """(model, tokenizer) ready for inference on the best device: a LoRA adapter dir is merged into
     its base; a quantized dir is placed by ``device_map`` (quantized weights cannot be moved)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from fsku.models.adapter import find_adapter, tokenizer_source
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
+    tokenizer = cached_tokenizer(tokenizer_source(model_dir))
     adapter = find_adapter(model_dir)
     if adapter:
         from peft import PeftModel

@@ -7,6 +7,7 @@ small corpora; from ``ivf_threshold`` chunks on, an IVF index with ``nlist`` lis
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,16 +15,61 @@ import faiss
 import numpy as np
 
 
-def load_encoder(name_or_path: str):
-    """A SentenceTransformer from a local path or, for users with a hub, a model name."""
-    from sentence_transformers import SentenceTransformer
+STATIC = "sentence_transformers.sentence_transformer.modules.static_embedding.StaticEmbedding"
 
+
+class StaticEncoder:
+    """A saved static-embedding SentenceTransformer (one ``StaticEmbedding`` module: the mean of the
+    text's token vectors), read without importing sentence-transformers, which costs seconds in every
+    process that retrieves or scores. Same tokenizer call, same ``EmbeddingBag``, same L2
+    normalisation, so the same vectors bit for bit (tested); ``embedding`` and ``tokenizer`` are
+    named as in ``StaticEmbedding``, for the token weights."""
+
+    def __init__(self, path: Path):
+        import torch
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        weight = load_file(str(path / "model.safetensors"))["embedding.weight"]
+        self.embedding = torch.nn.EmbeddingBag.from_pretrained(weight, freeze=True, mode="mean")
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.embedding.embedding_dim
+
+    def encode(self, texts: list[str], batch_size: int = 64, **_) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for a in range(0, len(texts), batch_size):
+                ids = [e.ids for e in self.tokenizer.encode_batch(texts[a:a + batch_size], add_special_tokens=False)]
+                offsets = torch.from_numpy(np.cumsum([0] + [len(x) for x in ids[:-1]]))
+                flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
+                out.append(torch.nn.functional.normalize(self.embedding(flat, offsets), p=2, dim=1).numpy())
+        return np.concatenate(out)
+
+
+def is_static(path: Path) -> bool:
+    modules = path / "modules.json"
+    if not modules.is_file():
+        return False
+    return [m["type"] for m in json.loads(modules.read_text(encoding="utf-8"))] == [STATIC]
+
+
+def load_encoder(name_or_path: str):
+    """A SentenceTransformer from a local path or, for users with a hub, a model name; a local
+    static-embedding model as a ``StaticEncoder``."""
     path = Path(name_or_path)
     if name_or_path.startswith((".", "/")) or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"index.dense.model: {name_or_path} does not exist")
+        if is_static(path):
+            return StaticEncoder(path)
         name_or_path = str(path)
     import torch
+    from sentence_transformers import SentenceTransformer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return SentenceTransformer(name_or_path, device=device)
@@ -39,6 +85,8 @@ def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 def static_embedding(model):
     """The StaticEmbedding module of a static-embedding model, else None."""
+    if isinstance(model, StaticEncoder):
+        return model
     from sentence_transformers.models import StaticEmbedding
 
     first = model[0] if len(model) else None
