@@ -7,6 +7,7 @@ small corpora; from ``ivf_threshold`` chunks on, an IVF index with ``nlist`` lis
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -28,10 +29,8 @@ class StaticEncoder:
     def __init__(self, path: Path):
         import torch
         from safetensors.torch import load_file
-        from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self.tokenizer.no_padding()
+        self.tokenizer = _tokenizer(str((path / "tokenizer.json").resolve()))
         weight = load_file(str(path / "model.safetensors"))["embedding.weight"]
         self.embedding = torch.nn.EmbeddingBag.from_pretrained(weight, freeze=True, mode="mean")
 
@@ -49,6 +48,17 @@ class StaticEncoder:
                 flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
                 out.append(torch.nn.functional.normalize(self.embedding(flat, offsets), p=2, dim=1).numpy())
         return np.concatenate(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    """One instance per file and process (the retriever's encoder and the metric's read the same one;
+    a 262,144-token tokenizer takes a second or more to parse). Only encoded with, never changed."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(path)
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def is_static(path: Path) -> bool:
