@@ -368,3 +368,34 @@ def test_stop_strings_stop_where_transformers_does(gemma_tokenizer):
             assert bool(ours(x, None)[0]) == want, (tok.convert_ids_to_tokens(row[:n]), want)
             stops += want
     assert stops > 100  # both verdicts occur often
+
+
+GEMMA_IT = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else "
+            "m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+            "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def test_exactly_one_bos_with_a_template_that_writes_it(gemma_tokenizer, tiny_model_dir, tmp_path):
+    """The embedded Gemma's tokenizer adds BOS (its GGUF says so; transformers' conversion drops it),
+    and a Gemma-IT style template that writes BOS itself does not get a second one: in the prompt
+    as generation, option scoring and training tokenize it, with a tokenizer that adds BOS and one
+    that does not."""
+    import copy
+
+    from fsku.gen.format import adds_bos
+    from fsku.models.load import load_for_inference
+
+    bos = gemma_tokenizer.bos_token_id
+    assert gemma_tokenizer("전자금융").input_ids[0] == bos and adds_bos(gemma_tokenizer)
+    model, _ = load_for_inference(tiny_model_dir)
+    for add in (True, False):
+        tok = copy.deepcopy(gemma_tokenizer)
+        tok.add_bos_token = add
+        tok.chat_template = GEMMA_IT
+        text = format_prompt(tok, "접근매체란?")
+        assert text.startswith("<start_of_turn>user") == add
+        assert tok(text).input_ids.count(bos) == 1 and tok(text).input_ids[0] == bos
+        save_model(model, tok, tmp_path / str(add))
+        backend = TransformersBackend(tmp_path / str(add), GenConfig(max_model_len=256))
+        ids, _ = backend._encode([text], 200)
+        assert ids[0].count(bos) == 1 and ids[0][0] == bos

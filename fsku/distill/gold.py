@@ -17,10 +17,7 @@ from __future__ import annotations
 from trl.experimental.gold import GOLDConfig, GOLDTrainer
 from trl.experimental.utils import is_byte_level_tokenizer
 
-
-def adds_bos(tokenizer) -> bool:
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("x").input_ids[:1] == [bos]
+from fsku.gen.format import adds_bos
 
 
 def gold_examples(examples: list[dict], tokenizer, max_length: int) -> list[dict]:

@@ -30,16 +30,31 @@ def example_turn(tokenizer, user: str, answer: str) -> str:
     return f"[질문]\n{user}\n\n[답변]\n{answer}\n\n"
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether tokenizing with special tokens (as every caller here does) puts BOS first."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("x").input_ids[:1] == [bos]
+
+
+def without_bos(tokenizer, text: str) -> str:
+    """A chat template that writes BOS itself (Gemma-IT's does) would get a second one from a
+    tokenizer that adds its own: drop the template's, so that every prompt starts with exactly one."""
+    bos = tokenizer.bos_token
+    return text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
+
+
 def format_prompt(tokenizer, user: str, system: str = "") -> str:
+    """The prompt text for ``tokenizer(text)`` (special tokens added by the tokenizer, BOS once)."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": user}]
         if system:
             try:
-                return tokenizer.apply_chat_template([{"role": "system", "content": system}, *messages],
-                                                     tokenize=False, add_generation_prompt=True)
+                return without_bos(tokenizer, tokenizer.apply_chat_template(
+                    [{"role": "system", "content": system}, *messages], tokenize=False, add_generation_prompt=True))
             except Exception:  # templates without a system role raise; fold it into the user turn
                 messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return without_bos(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False,
+                                                                    add_generation_prompt=True))
     return COMPLETION_TEMPLATE.format(system=f"{system}\n\n" if system else "", user=user)
 
 

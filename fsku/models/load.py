@@ -71,10 +71,12 @@ _TOKENIZERS: dict[str, object] = {}
 
 
 def cached_tokenizer(source: str | Path):
-    """``AutoTokenizer.from_pretrained(source)``, once per process for each tokenizer content: an eval
-    row reads its own model's, then the teacher's, then its own again, usually the very same
-    262,144-token tokenizer (seconds a load). Callers share the instance: only padding side and
-    pad token are ever set on it, the same way by all."""
+    """``AutoTokenizer.from_pretrained(source)``, parsed once per process for each tokenizer content:
+    an eval row reads its own model's, then the teacher's, then its own again, usually the very same
+    262,144-token tokenizer (seconds a load). Each caller gets a shallow copy: its own chat template;
+    the parsed vocabulary, padding side and special tokens are shared (set only to "left" and to the
+    EOS pad, the same way by every caller)."""
+    import copy
     import hashlib
 
     from transformers import AutoTokenizer
@@ -89,7 +91,7 @@ def cached_tokenizer(source: str | Path):
     key = digest.hexdigest()
     if key not in _TOKENIZERS:
         _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(source))
-    return _TOKENIZERS[key]
+    return copy.copy(_TOKENIZERS[key])
 
 
 def load_for_inference(model_dir: str | Path):
