@@ -65,7 +65,10 @@ def test_trains_to_the_end_and_logs(trained):
     m = json.loads((trained / "distill.json").read_text())
     assert m["steps"] == 6 and m["train_pairs"] == 6 and m["test_pairs"] == 2 and m["resumed_from_step"] == 0
     assert m["method"] == "distillm2" and m["train_s"] > 0 and m["peak_memory_mb"] > 100  # two models loaded
-    assert m["kl_after"] < m["kl_before"] and m["ppl_after"] < m["ppl_before"]
+    assert m["kl_after"] < m["kl_before"]
+    # the student's perplexity on the teacher's answers moves toward the teacher's own (random-init
+    # models: near the vocabulary size, so it may rise)
+    assert abs(m["ppl_after"] - m["teacher_ppl"]) < abs(m["ppl_before"] - m["teacher_ppl"])
     assert set(m["last_step"]) == {"loss_chosen", "loss_rejected", "kl_chosen", "kl_rejected", "alpha1", "alpha2",
                                    "learning_rate"}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(files(trained / "model"))
