@@ -19,6 +19,9 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _WORD_CHAR = re.compile(r"\w")
 MIN_ANSWER_HANGUL = 10   # the eval and train gold answers have 40 or more
 ECHO_CONTAINMENT = 0.8
+# "[3] 전자서명 및 인증업무 운영 규정 (학습용 예시 문서) · 제6장 ...": the label the prompts give a
+# retrieved passage (fsku/gen/prompts.py), copied as if it were the answer
+_SOURCE_LABEL = re.compile(r"^\s*\[\d+\]\s")
 _CHAR_RUN = re.compile(r"(.{1,4}?)\1{7,}")  # a unit of 1-4 characters repeated 8 times or more in a row
 _ANSWER_MARK = re.compile(r"정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)")
 _NUMBER = re.compile(r"(?<!\d)([1-9])(?!\d)")
@@ -85,10 +88,14 @@ def leading_choice(text: str, n_options: int) -> int | None:
 def non_answer(text: str, question: str) -> str | None:
     """Why a well-formed open-ended answer still answers nothing, or None: ``too_short``, fewer than
     ``MIN_ANSWER_HANGUL`` Hangul syllables (a heading such as "1.2 용어의 정의", a template marker
-    such as "[질문]", a fragment: FSKU asks for explanations); ``echo``, at least
+    such as "[질문]", a fragment: FSKU asks for explanations); ``source_label``, it starts with a
+    retrieved passage's label (``[3] <document> · <section>``: a model copying where the context came
+    from; it scores a cosine of 0.4-0.5 on topic words alone); ``echo``, at least
     ``ECHO_CONTAINMENT`` of its character bigrams come from the question (a model restating it)."""
     if len(_HANGUL.findall(text)) < MIN_ANSWER_HANGUL:
         return "too_short"
+    if _SOURCE_LABEL.match(text):
+        return "source_label"
     grams = _bigrams(text)
     if grams and question and len(grams & _bigrams(question)) / len(grams) >= ECHO_CONTAINMENT:
         return "echo"
