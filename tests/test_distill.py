@@ -280,18 +280,26 @@ def test_teacher_only_system_prompt_is_learnt(work, tmp_path, gemma_tokenizer):
     assert told > 0.5, (before, told, untold)
 
 
-def test_gkd_stage_end_to_end(work, monkeypatch):
-    """train.method gkd through the stage (in-process): on-policy steps, the adapter out and the metrics."""
+def distill_in_process(work, monkeypatch, method: str, train: dict, teacher=None) -> dict:
+    """The distill stage's main in this process (no interpreter start-up) with an on-policy method;
+    returns its metrics."""
     from stages.distill import main
 
-    cmd = distill_cmd(work, "gkd")
-    (work / "gkd.yaml").write_text(yaml.safe_dump({"train": {
-        "method": "gkd", "max_steps": 4, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05,
-        "warmup_ratio": 0.0, "lora": {"r": 4, "alpha": 8}, "gkd": {"lmbda": 0.5, "max_new_tokens": 8}}}))
-    cmd[cmd.index("--params") + 1] = str(work / "gkd.yaml")
+    cmd = distill_cmd(work, method)
+    if teacher:
+        cmd[cmd.index("--teacher") + 1] = str(teacher)
+    (work / f"{method}.yaml").write_text(yaml.safe_dump({"train": {
+        "method": method, "save_steps": 2, "batch_size": 2, "warmup_ratio": 0.0, "lora": {"r": 4, "alpha": 8},
+        "gkd": {"lmbda": 0.5, "max_new_tokens": 8}, **train}}))
+    cmd[cmd.index("--params") + 1] = str(work / f"{method}.yaml")
     monkeypatch.setattr(sys, "argv", ["stages.distill", *cmd[2:]])
     main()
-    m = json.loads((work / "gkd" / "distill.json").read_text())
+    return json.loads((work / method / "distill.json").read_text())
+
+
+def test_gkd_stage_end_to_end(work, monkeypatch):
+    """train.method gkd through the stage (in-process): on-policy steps, the adapter out and the metrics."""
+    m = distill_in_process(work, monkeypatch, "gkd", {"max_steps": 4, "learning_rate": 0.05})
     assert m["method"] == "gkd" and m["steps"] == 4 and m["kl_after"] < m["kl_before"]
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gkd" / "model"))
 
@@ -340,17 +348,8 @@ def test_gold_distills_across_tokenizers(work, tmp_path):
 def test_gold_stage_end_to_end(work, monkeypatch):
     """The distill stage with train.method gold and a teacher of another tokenizer: the adapter out,
     and metrics that say which ULD ran and have no token KL (undefined across vocabularies)."""
-    from stages.distill import main
-
-    cmd = distill_cmd(work, "gold")
-    cmd[cmd.index("--teacher") + 1] = str(work / "qwen_teacher")
-    (work / "gold.yaml").write_text(yaml.safe_dump({"train": {
-        "method": "gold", "max_steps": 3, "save_steps": 2, "batch_size": 2, "learning_rate": 0.02,
-        "warmup_ratio": 0.0, "lora": {"r": 4, "alpha": 8}, "gkd": {"lmbda": 0.5, "max_new_tokens": 8}}}))
-    cmd[cmd.index("--params") + 1] = str(work / "gold.yaml")
-    monkeypatch.setattr(sys, "argv", ["stages.distill", *cmd[2:]])
-    main()
-    m = json.loads((work / "gold" / "distill.json").read_text())
+    m = distill_in_process(work, monkeypatch, "gold", {"max_steps": 3, "learning_rate": 0.02},
+                           teacher=work / "qwen_teacher")
     assert m["method"] == "gold" and m["loss"] == "uld_positional" and m["steps"] == 3
     assert m["kl_before"] is None and m["ppl_before"] > 1 and m["teacher_ppl"] > 1
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gold" / "model"))
