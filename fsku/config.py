@@ -8,6 +8,7 @@ key, type and range, and an error names the offending key by its full dotted pat
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -130,10 +131,25 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     return obj
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 floats: ``5e-05`` is a number, as DVC writes it (``dvc exp run -S train.learning_rate=5e-5``)
+    and reads it; PyYAML's YAML 1.1 rules alone would read a string there."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """``params.yaml``-like text, with YAML 1.2 floats."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:

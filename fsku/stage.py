@@ -35,12 +35,31 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+class _Kept(logging.Handler):
+    """Keeps the records of one logger, to say them again when the stage ends."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def run(main: Callable[[], None]) -> None:
-    """Run a stage: log to stderr, and turn expected failures into one clear line and exit 1."""
+    """Run a stage: log to stderr, and turn expected failures into one clear line and exit 1.
+    A generation backend that fell back (logger ``fsku.fallback``) is said again as the last lines,
+    where a long stage's log ends, not only among its first."""
     logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    kept = _Kept()
+    logging.getLogger("fsku.fallback").addHandler(kept)
     try:
         main()
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        logging.getLogger("fsku.fallback").removeHandler(kept)
+        for message in kept.messages:
+            print(f"WARNING: backend fallback: {message}", file=sys.stderr)

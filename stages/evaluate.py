@@ -7,7 +7,8 @@ one option, and how many open answers it gave degenerate.
 
 Each row is a stage of its own under DVC (`eval_teacher`, `eval_row@<row>`: `--row`), so a change
 to the distilled model reanswers its rows only; `evaluate` then reads them back (`--rows-dir`) and
-writes the report. Without `--rows-dir` every row is answered in this process:
+writes the report. Without `--rows-dir` every row is answered here, one child process per row (a
+row's models and engine leave with its process):
 
     python -m stages.evaluate --row distilled --rows-dir data/eval/rows --teacher-answers data/eval/rows/teacher.jsonl
     python -m stages.evaluate --rows-dir data/eval/rows
@@ -16,6 +17,10 @@ writes the report. Without `--rows-dir` every row is answered in this process:
 
 import gc
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,9 +84,10 @@ def main() -> None:
             raise ValueError("--row needs --rows-dir (where its answers go)")
         teacher = None
         if args.row != "teacher":
-            if not args.teacher_answers:
-                raise ValueError(f"--row {args.row} needs --teacher-answers (the teacher row's {args.rows_dir}/teacher.jsonl)")
-            teacher = read_rows(args.teacher_answers, questions)
+            if args.teacher_answers is None:
+                raise ValueError(f"--row {args.row} needs --teacher-answers (the teacher row's {args.rows_dir}/teacher.jsonl; "
+                                 "'' = a report without the teacher)")
+            teacher = read_rows(args.teacher_answers, questions) if args.teacher_answers else None
         summary, lines = answer_row(args.row, teacher, **ctx)
         write_jsonl(Path(args.rows_dir) / f"{args.row}.jsonl", lines)
         write_json(Path(args.row_metrics) / f"{args.row}.json", summary)
@@ -98,9 +104,12 @@ def main() -> None:
         for row in rows:
             lines[row] = read_rows(Path(args.rows_dir) / f"{row}.jsonl", questions)
             summaries[row] = json.loads((Path(args.row_metrics) / f"{row}.json").read_text(encoding="utf-8"))
-    else:  # all here, the teacher first: the others are read against its answers
-        for row in sorted(rows, key=lambda r: r != "teacher"):
-            summaries[row], lines[row] = answer_row(row, lines.get("teacher"), **ctx)
+    else:  # each row in a child process of its own, the teacher first: the others read its answers
+        with tempfile.TemporaryDirectory(prefix="fsku-eval-rows-") as tmp:
+            for row in sorted(rows, key=lambda r: r != "teacher"):
+                answer_row_in_child(row, args, Path(tmp), teacher="teacher" in lines)
+                lines[row] = read_rows(Path(tmp) / f"{row}.jsonl", questions)
+                summaries[row] = json.loads((Path(tmp) / f"{row}.json").read_text(encoding="utf-8"))
     gold = [{"type": "mcq", "answer": q.answer, "n_options": len(q.options)} for q in questions if q.is_mcq]
     out = report(questions, baselines, best, mcq_distribution(gold), {row: summaries[row] for row in rows},
                  cfg.similarity_model, cfg.mcq_mode)
@@ -111,6 +120,23 @@ def main() -> None:
     write_jsonl(args.out, predictions + [line for row in rows for line in lines[row]])
     write_json(args.metrics, out)
     write_text(args.plot, plot_csv(out))
+
+
+def answer_row_in_child(row: str, args, tmp: Path, teacher: bool) -> None:
+    """Answer one row as ``--row`` does, in a child process: its models (and a vLLM engine, which
+    does not reliably hand GPU memory back inside one process) go with it, so rows run one at a
+    time and each starts with the memory the last one held returned."""
+    cmd = [sys.executable, "-m", "stages.evaluate", "--row", row, "--rows-dir", str(tmp), "--row-metrics", str(tmp),
+           "--params", args.params, "--index", args.index, "--shots", args.shots,
+           *(["--questions", *args.questions] if args.questions else []),
+           "--teacher-answers", str(tmp / "teacher.jsonl") if teacher else ""]
+    print(f"row {row}: starting its process", flush=True)
+    child = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(child.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise ValueError(f"row {row}: its process failed (exit {code}; its log is above)")
+    print(f"row {row}: process {child.pid} done, peak memory {usage.ru_maxrss / 1024:.0f} MB, returned", flush=True)
 
 
 def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, similarity, cfg, gen_cfg,

@@ -7,7 +7,7 @@ import logging
 from fsku.config import load_section
 from fsku.io import write_json
 from fsku.models.compat import check_and_align, same_vocab
-from fsku.models.config import StudentConfig
+from fsku.models.config import StudentConfig, check_smaller
 from fsku.models.load import load_causal_lm, save_model
 from fsku.models.prune import prune_layers
 from fsku.stage import parser, run, seed_everything
@@ -28,15 +28,20 @@ def main() -> None:
         student, kept = prune_layers(teacher, cfg.keep_layers)
         student_tok = teacher_tok
     else:
-        student, student_tok = load_causal_lm(cfg.model, cfg.dtype)
+        try:
+            student, student_tok = load_causal_lm(cfg.model, cfg.dtype)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"student.model: {e}") from None
         kept = None
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    if cfg.model != "prune":  # keep_layers is bounded by the teacher's depth already
+        check_smaller(cfg.model, count(student), count(teacher))
     same = same_vocab(teacher_tok, student_tok)
     if same or not cfg.own_tokenizer:
         log.info(check_and_align(teacher_tok, student_tok, teacher, student))
     else:
         log.info("the student has its own tokenizer: train.method gold distills it (ULD)")
     save_model(student, student_tok, args.out)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     write_json(args.metrics, {
         "teacher_layers": teacher.config.num_hidden_layers, "teacher_parameters": count(teacher),
         "student": cfg.model, "student_layers": student.config.num_hidden_layers,

@@ -13,7 +13,10 @@ def main() -> None:
     args = p.parse_args()
     cfg = load_section(TeacherConfig, "teacher", args.params)
     seed_everything(0)
-    model, tokenizer = load_causal_lm(cfg.model, cfg.dtype)
+    try:
+        model, tokenizer = load_causal_lm(cfg.model, cfg.dtype)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"teacher.model: {e}") from None
     if cfg.chat_template == "zero":  # a base model follows a plain-text framing with worked examples
         tokenizer.chat_template = ZERO_TEMPLATE
     save_model(model, tokenizer, args.out)

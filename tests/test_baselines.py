@@ -205,9 +205,15 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "eval": {"similarity_model": "char-bigram", "max_tokens": 4, "batch_size": 8},
         "gen": {"max_model_len": 512}, "prompts": {"top_k": 0}}))
-    run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "sft", "teacher",
-         "--index", "", "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT)})
+    proc = run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "sft", "teacher",
+                "--index", "", "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,
+               env={"PYTHONPATH": str(ROOT)})
+    # one child process per row, one at a time (each ends before the next starts), the teacher first
+    events = [x for x in proc.stdout.splitlines() if x.startswith("row ")]
+    assert [x.split(":")[0] for x in events] == ["row teacher"] * 2 + ["row student"] * 2 + ["row sft"] * 2
+    assert all("starting its process" in x for x in events[::2])
+    assert all(" done, peak memory " in x and x.endswith("MB, returned") for x in events[1::2])
+    assert len({x.split("process ")[1].split()[0] for x in events[1::2]}) == 3
     m = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert set(m["baselines"]) == {"mcq_constant_1", "mcq_constant_gold_mode", "mcq_random", "mcq_overlap",
                                    "open_constant_dot", "open_fallback"}

@@ -2,6 +2,7 @@
 training to the end, resume after a real kill, DDP over gloo, merge, and errors before training."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -109,9 +110,32 @@ def test_merge_matches_the_adapter(work, trained):
 
 def test_ddp_two_cpu_processes(work):
     """train.num_processes: 2 makes the stage relaunch itself under accelerate launch (DDP over gloo)."""
-    run([sys.executable, *distill_cmd(work, "ddp")], cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    proc = run([sys.executable, *distill_cmd(work, "ddp")], cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     m = json.loads((work / "ddp" / "distill.json").read_text())
     assert m["steps"] == 6 and m["kl_after"] < m["kl_before"] and m["train_pairs"] == 6
+    # the "before" figures are measured once (rank 0), where the trainer put the models
+    assert proc.stderr.count("before training: KL") == 1 and re.search(r"before training: .* on cpu(:0)? in", proc.stderr)
+
+
+def test_answer_quality_batched_is_the_unbatched(gemma_tokenizer):
+    """Left-padded batches of answers give the per-answer figures of one answer at a time, with a
+    teacher prompt of another length (its own system prompt) as well."""
+    from fsku.distill.quality import answer_quality
+
+    student, teacher = tiny_gemma(layers=1, seed=1).eval(), tiny_gemma(layers=2, seed=2).eval()
+    examples = [{"prompt": "질문 " * (3 + 5 * i), "chosen": "답변 " * (2 + 3 * (i % 3)),
+                 **({"teacher_prompt": "지시 " * 4 + "질문 " * (3 + 5 * i)} if i % 2 else {})} for i in range(5)]
+    one = answer_quality(student, teacher, examples, gemma_tokenizer, 512, chunk=4)
+    for size in (2, 5):
+        batched = answer_quality(student, teacher, examples, gemma_tokenizer, 512, chunk=4, batch_size=size)
+        assert batched["tokens"] == one["tokens"]
+        for k in ("kl", "student_ppl", "teacher_ppl"):
+            assert batched[k] == pytest.approx(one[k], rel=1e-3), k
+    cross = answer_quality(student, teacher, examples, gemma_tokenizer, 512, teacher_tokenizer=gemma_tokenizer)
+    cross_b = answer_quality(student, teacher, examples, gemma_tokenizer, 512, teacher_tokenizer=gemma_tokenizer,
+                             batch_size=3)
+    assert cross["kl"] is None and cross_b["student_ppl"] == pytest.approx(cross["student_ppl"], rel=1e-3)
+    assert cross_b["teacher_ppl"] == pytest.approx(one["teacher_ppl"], rel=1e-3)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -127,8 +151,9 @@ def test_ddp_two_cpu_processes(work):
     ({"method": "gkd", "gkd": {"max_new_tokens": 0}}, "train.gkd.max_new_tokens"),
     ({"teacher_system": "답만 쓰세요."}, "train.teacher_system: method distillm2"),
     ({"method": "gkd", "teacher_system": "답만 쓰세요.", "gkd": {"seq_kd": True}}, "train.gkd.seq_kd"),
+    ({"padded_teacher": True}, "the student's embeddings are not the teacher's size"),
 ])
-def test_bad_input_stops_before_training(work, tmp_path, monkeypatch, change, message):
+def test_bad_input_stops_before_training(work, tmp_path, monkeypatch, gemma_tokenizer, change, message):
     d = tmp_path
     (d / "pairs").mkdir()
     rows = (work / "pairs" / "train.jsonl").read_text().splitlines(keepends=True)
@@ -143,7 +168,11 @@ def test_bad_input_stops_before_training(work, tmp_path, monkeypatch, change, me
         tok.add_tokens(["<새토큰>"])
         (d / "teacher").unlink()
         save_model(tiny_gemma(layers=3, seed=1), tok, d / "teacher")
-    extra = {k: v for k, v in change.items() if k not in ("train_rows", "other_tokenizer")}
+    if change.get("padded_teacher"):  # the teacher's embedding rows padded, the student not aligned to it
+        teacher = tiny_gemma(layers=3, seed=1, vocab=262144 + 64)
+        (d / "teacher").unlink()
+        save_model(teacher, gemma_tokenizer, d / "teacher")
+    extra = {k: v for k, v in change.items() if k not in ("train_rows", "other_tokenizer", "padded_teacher")}
     cmd = distill_cmd(d, "bad")
     if extra:
         (d / "p.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 2, **extra}}))

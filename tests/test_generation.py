@@ -192,13 +192,46 @@ def test_long_prompts_are_cut_and_recorded(tmp_path, tiny_model_dir):
     assert all(r["prompt_tokens"] <= 56 for r in recs) and any(r["prompt_truncated"] for r in recs)
 
 
-def test_auto_backend_falls_back_to_transformers(tiny_model_dir, monkeypatch):
+def test_auto_backend_falls_back_to_transformers_and_says_so(tiny_model_dir, monkeypatch, capsys, tmp_path):
+    """A fallback is recorded in the generation stats (``backend_fallback``) and repeated as the
+    stage's last stderr lines; transformers asked for is no fallback."""
+    from fsku.stage import run
+
     monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM
     monkeypatch.delitem(sys.modules, "fsku.gen.vllm_backend", raising=False)
-    assert make_backend("auto", tiny_model_dir, GenConfig(max_model_len=256)).name == "transformers"
+    seen = {}
+
+    def stage():
+        backend = make_backend("auto", tiny_model_dir, GenConfig(max_model_len=256))
+        seen["recs"], seen["stats"] = run_generation(_prompts(2), backend, lambda p: p["prompt"],
+                                                     SamplingConfig(max_tokens=2), GenConfig(max_model_len=256),
+                                                     model="m", fingerprint="f", partial_dir=tmp_path, who="teacher")
+        print("stage done", file=sys.stderr)
+
+    run(stage)
+    assert seen["stats"]["backend"] == "transformers"
+    assert seen["stats"]["backend_fallback"].startswith("vLLM does not import")
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("WARNING: backend fallback: ") and "vLLM does not import" in last and "transformers" in last
     with pytest.raises(ValueError, match="vllm requested but it does not import"):
         make_backend("vllm", tiny_model_dir, GenConfig(max_model_len=256))
-    assert make_backend("transformers", tiny_model_dir, GenConfig(max_model_len=256)).name == "transformers"
+    plain = make_backend("transformers", tiny_model_dir, GenConfig(max_model_len=256))
+    assert plain.name == "transformers" and plain.fallback is None
+
+
+def test_a_vllm_that_cannot_start_is_a_recorded_fallback_or_an_error(tiny_model_dir, monkeypatch):
+    """What a 7B teacher on a 24 GB GPU with the CPU default's vLLM settings meets (the engine
+    cannot start; simulated: no GPU here): auto records why, vllm stops."""
+    import fsku.gen.vllm_backend as vb
+
+    def cannot_start(self, model_dir, cfg):
+        raise ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization`")
+
+    monkeypatch.setattr(vb.VLLMBackend, "__init__", cannot_start)
+    backend = make_backend("auto", tiny_model_dir, GenConfig(max_model_len=256))
+    assert backend.name == "transformers" and "vLLM did not start (No available memory" in backend.fallback
+    with pytest.raises(ValueError, match="No available memory"):
+        make_backend("vllm", tiny_model_dir, GenConfig(max_model_len=256))
 
 
 def test_pairs_join_on_prompt_id_and_split_by_prompt():
@@ -399,3 +432,22 @@ def test_exactly_one_bos_with_a_template_that_writes_it(gemma_tokenizer, tiny_mo
         backend = TransformersBackend(tmp_path / str(add), GenConfig(max_model_len=256))
         ids, _ = backend._encode([text], 200)
         assert ids[0].count(bos) == 1 and ids[0][0] == bos
+
+
+def test_a_vllm_memory_share_that_cannot_hold_the_weights_stops_with_the_fix(tiny_model_dir, tmp_path):
+    """The 7B teacher on one 24 GB GPU with the CPU default's share (0.3) and float32: an error that
+    names the key and the values that fit, whatever backend was asked (auto does not fall back)."""
+    from fsku.gen.config import check_vllm_memory, weights_gib
+
+    stored = weights_gib(tiny_model_dir, "auto")
+    assert stored == pytest.approx(sum(f.stat().st_size for f in tiny_model_dir.glob("*.safetensors")) / 2**30)
+    assert weights_gib(tiny_model_dir, "bfloat16") == pytest.approx(stored / 2)  # stored float32
+    assert weights_gib(tmp_path / "hub-id", "auto") is None
+    seven_b = 7.6e9 * 2 / 2**30  # Qwen2.5-7B's parameters in bfloat16
+    with pytest.raises(ConfigError, match=r"gen.vllm_memory_utilization: 0.3 of 23.6 GiB x 1 GPU\(s\) is 7.1 GiB, "
+                                          r".*take 28.3 GiB in float32.*raise it to about 0.95 and set gen.vllm_dtype: bfloat16"):
+        check_vllm_memory(GenConfig(), "models/teacher", seven_b * 2, 23.6)
+    with pytest.raises(ConfigError, match=r"take 14.2 GiB in bfloat16 .*raise it to about 0.7"):
+        check_vllm_memory(GenConfig(vllm_dtype="bfloat16"), "models/teacher", seven_b, 23.6)
+    check_vllm_memory(GenConfig(vllm_dtype="bfloat16", vllm_memory_utilization=0.9), "models/teacher", seven_b, 23.6)
+    check_vllm_memory(GenConfig(vllm_dtype="bfloat16", tensor_parallel_size=4), "models/teacher", seven_b, 23.6)

@@ -90,7 +90,7 @@ def test_student_of_another_tokenizer_needs_own_tokenizer(tmp_path, monkeypatch,
     from conftest import tiny_qwen2
     from stages.student_model import main
 
-    save_model(tiny_gemma(layers=2), gemma_tokenizer, tmp_path / "teacher")
+    save_model(tiny_gemma(layers=2, hidden=64), gemma_tokenizer, tmp_path / "teacher")  # larger than the student
     save_model(tiny_qwen2(layers=1), qwen_tokenizer, tmp_path / "qwen")
     out, metrics = tmp_path / "student", tmp_path / "models.json"
     for own in (False, True):
@@ -106,3 +106,33 @@ def test_student_of_another_tokenizer_needs_own_tokenizer(tmp_path, monkeypatch,
             main()
     assert json.loads(metrics.read_text())["same_tokenizer"] is False
     assert load_causal_lm(str(out))[1].get_vocab() == qwen_tokenizer.get_vocab()
+
+
+def test_model_stages_stop_on_a_bad_source_before_writing(tmp_path, monkeypatch, gemma_tokenizer):
+    """A path that does not exist, a hub id the hub cannot serve (offline here), a student larger
+    than its teacher: each stops the stage with the key's name, and nothing is written."""
+    import sys
+
+    from fsku.config import ConfigError
+    from stages.student_model import main as student_main
+    from stages.teacher_model import main as teacher_main
+
+    out, metrics, params = tmp_path / "out", tmp_path / "models.json", tmp_path / "params.yaml"
+
+    def stage(main, name, text, *extra):
+        params.write_text(text)
+        monkeypatch.setattr(sys, "argv", [name, "--params", str(params), "--out", str(out), *extra])
+        main()
+
+    with pytest.raises(ConfigError, match=r"teacher.model: \./models/nope: no such model directory"):
+        stage(teacher_main, "stages.teacher_model", "teacher:\n  model: ./models/nope\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="teacher.model: model Qwen/No-Such-Model-7B: not a local model "
+                                                 "directory, and the hub did not provide it.*huggingface-cli download"):
+        stage(teacher_main, "stages.teacher_model", "teacher:\n  model: Qwen/No-Such-Model-7B\n")
+    save_model(tiny_gemma(layers=1), gemma_tokenizer, tmp_path / "teacher")
+    save_model(tiny_gemma(layers=2), gemma_tokenizer, tmp_path / "big")
+    with pytest.raises(ConfigError, match=r"student.model: .*big has [\d,]+ parameters, not fewer than the teacher's"):
+        stage(student_main, "stages.student_model", f"student:\n  model: {tmp_path / 'big'}\n",
+              "--teacher", str(tmp_path / "teacher"), "--metrics", str(metrics))
+    assert not out.exists() and not metrics.exists()

@@ -124,6 +124,26 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
+def measure_before(trainer, teacher, test: list[dict], tokenizer, cfg: TrainConfig, quality_tok) -> dict | None:
+    """The student's distance to the teacher before training, where training runs: once (the main
+    process; other ranks skip it), on the trainer's device, ``cfg.batch_size`` answers a pass. The
+    trainer has placed the student (LoRA adapters at zero: the student as loaded) and the teacher."""
+    if not trainer.accelerator.is_main_process:
+        return None
+    device = trainer.accelerator.device
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    was_training = student.training
+    student.eval()
+    teacher.to(device)  # in place: the module the trainer holds
+    started = time.perf_counter()
+    before = answer_quality(student, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok,
+                            batch_size=cfg.batch_size)
+    log.info("before training: KL %s on %d test answer tokens, on %s in %.1f s", before["kl"], before["tokens"],
+             device, time.perf_counter() - started)
+    student.train(was_training)
+    return before
+
+
 def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir: str, out_dir: Path,
                 ckpt_dir: Path, log_dir: Path, metrics_file: Path) -> dict:
     from peft import LoraConfig
@@ -146,15 +166,19 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     dtype = torch.bfloat16 if cfg.bf16 and torch.cuda.is_available() else torch.float32
     student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval()
-    log.info("tokenizers differ: GOLD aligns them by text (ULD)" if cross
-             else check_and_align(teacher_tok, tokenizer, teacher, student))
+    note = "tokenizers differ: GOLD aligns them by text (ULD)" if cross else check_and_align(
+        teacher_tok, tokenizer, teacher, student)
+    log.info(note)
+    if "resized" in note and cfg.lora.enabled:  # the adapter would not load onto its saved base
+        raise ValueError(f"{student_dir}: the student's embeddings are not the teacher's size ({note}); a LoRA "
+                         "adapter over it would not load onto that base. student_model aligns them (run it, or "
+                         "python -m stages.student_model), or set train.lora.enabled: false")
     for p in teacher.parameters():
         p.requires_grad_(False)
 
     fp = fingerprint(cfg, [pairs_dir / "train.jsonl"], [teacher_dir, student_dir])
     resume = last_checkpoint(ckpt_dir, fp, manage=int(os.environ.get("RANK", "0")) == 0)
     quality_tok = teacher_tok if cross else None
-    before = answer_quality(student.eval(), teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok)
 
     import datasets
 
@@ -189,6 +213,7 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         trainer = DistillTrainer(model=student, ref_model=teacher, args=DPOConfig(**common, max_length=cfg.max_length),
                                  train_dataset=train_ds, processing_class=tokenizer, peft_config=peft_config,
                                  distill=cfg)
+    before = measure_before(trainer, teacher, test, tokenizer, cfg, quality_tok)
     if resume:
         log.info("resuming from %s", resume)
         if cfg.method == "distillm2":
@@ -200,7 +225,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     summary = {}
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model).eval()
-        after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok)
+        after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok,
+                               batch_size=cfg.batch_size)
         with atomic_dir(out_dir) as tmp:
             if cfg.lora.enabled:
                 model.peft_config["default"].base_model_name_or_path = student_dir

@@ -15,6 +15,7 @@ from fsku.gen.config import GenConfig, SamplingConfig
 from fsku.gen.format import stop_strings
 
 log = logging.getLogger(__name__)
+FALLBACK_LOG = "fsku.fallback"  # warnings fsku.stage.run repeats at the end of a stage
 
 
 class AnswerFrequencyPenalty(LogitsProcessor):
@@ -56,6 +57,7 @@ class StopStrings(StoppingCriteria):
 
 
 class TransformersBackend:
+    fallback: str | None = None  # why auto did not get vLLM (make_backend)
     """Batched generation with left padding; greedy at temperature 0, seeded sampling otherwise."""
 
     name = "transformers"
@@ -218,19 +220,32 @@ def with_samples(samples: list[dict], prompt_tokens: int, truncated: bool) -> di
 
 
 def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):
-    """``auto`` takes vLLM when it imports and starts, else transformers; ``vllm`` insists on it."""
+    """``auto`` takes vLLM when it imports and starts, else transformers; ``vllm`` insists on it.
+
+    A fallback is not quiet: the returned backend's ``fallback`` says why (stage metrics record it as
+    ``backend_fallback``), and it is logged to ``fsku.fallback``, which ``fsku.stage.run`` repeats
+    when the stage ends. A config error (a memory share that cannot hold the model) always stops."""
+    from fsku.config import ConfigError
+
+    fallback = None
     if kind in ("auto", "vllm"):
         try:
             from fsku.gen.vllm_backend import VLLMBackend
         except ImportError as e:
             if kind == "vllm":
                 raise ValueError(f"gen.backend: vllm requested but it does not import ({e})") from None
-            log.info("vLLM not available (%s); using transformers", e)
+            fallback = f"vLLM does not import ({str(e).splitlines()[0][:200]})"
         else:
             try:
                 return VLLMBackend(model_dir, cfg)
+            except ConfigError:
+                raise
             except Exception as e:  # vLLM raises many types when an engine cannot start
                 if kind == "vllm":
                     raise
-                log.warning("vLLM did not start (%s); using transformers", str(e).splitlines()[0][:300])
-    return TransformersBackend(model_dir, cfg)
+                fallback = f"vLLM did not start ({str(e).splitlines()[0][:300]})"
+    backend = TransformersBackend(model_dir, cfg)
+    if fallback:
+        backend.fallback = f"{fallback}: generating with transformers instead, many times slower on a GPU"
+        logging.getLogger(FALLBACK_LOG).warning("%s: %s", model_dir, backend.fallback)
+    return backend

@@ -73,3 +73,35 @@ class GenConfig:
             if getattr(self, who).n > 1 and getattr(self, who).temperature == 0:
                 raise ConfigError(f"{who}.n: {getattr(self, who).n} samples of a greedy (temperature 0) "
                                   "decode would all be the same; set a temperature")
+
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def weights_gib(model_dir, dtype: str) -> float | None:
+    """GiB the weights of a saved model dir take in ``dtype`` (``auto``: as stored), from the
+    safetensors files' sizes and the stored dtype in config.json (no weights read); None for a hub id."""
+    import json
+    from pathlib import Path
+
+    if not (Path(model_dir) / "config.json").is_file():
+        return None
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    size = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
+    want = stored if dtype == "auto" else dtype
+    return size / BYTES.get(stored, 4) * BYTES.get(want, 4) / 2**30
+
+
+def check_vllm_memory(cfg: GenConfig, model_dir, weights: float | None, device_gib: float) -> None:
+    """Stop before vLLM starts when its memory share cannot even hold the weights (it would fail,
+    or under ``auto`` fall back to a many times slower transformers run)."""
+    share = cfg.vllm_memory_utilization * device_gib * cfg.tensor_parallel_size
+    if weights is not None and weights >= share:
+        fit = min(0.95, round(weights / (device_gib * cfg.tensor_parallel_size) + 0.1, 2))
+        raise ConfigError(
+            f"gen.vllm_memory_utilization: {cfg.vllm_memory_utilization} of {device_gib:.1f} GiB x "
+            f"{cfg.tensor_parallel_size} GPU(s) is {share:.1f} GiB, and {model_dir}'s weights alone take "
+            f"{weights:.1f} GiB in {cfg.vllm_dtype} (the KV cache comes on top): raise it to about {fit}"
+            + (" and set gen.vllm_dtype: bfloat16" if cfg.vllm_dtype == "float32" else "")
+            + ", or raise gen.tensor_parallel_size (configs/profiles/gpu-24gb.yaml sets what fits one 24 GB GPU)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import random
 
-from datasketch import MinHash, MinHashLSH
 
 from fsku.gen.config import DedupConfig, PromptsConfig
 from fsku.gen.shots import shots_for
@@ -64,6 +63,8 @@ def _shingles(text: str, n: int) -> set[str]:
 
 def dedup(questions: list[Question], cfg: DedupConfig) -> tuple[list[Question], list[dict]]:
     """Drop questions whose text is a near-duplicate of an earlier one (MinHash LSH)."""
+    from datasketch import MinHash, MinHashLSH  # here: it imports scipy, which answering never needs
+
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
     kept, dropped = [], []
     for q in questions:

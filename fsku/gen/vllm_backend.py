@@ -8,13 +8,14 @@ from pathlib import Path
 import vllm  # noqa: F401  - an ImportError here means "no vLLM"
 
 from fsku.gen.backends import common_prefix, option_sequences, with_samples
-from fsku.gen.config import GenConfig, SamplingConfig
+from fsku.gen.config import GenConfig, SamplingConfig, check_vllm_memory, weights_gib
 from fsku.gen.format import stop_strings
 from fsku.models.adapter import find_adapter, tokenizer_source
 
 
 class VLLMBackend:
     name = "vllm"
+    fallback = None
 
     def __init__(self, model_dir: str | Path, cfg: GenConfig):
         from transformers import AutoTokenizer
@@ -31,6 +32,11 @@ class VLLMBackend:
             rank = next(r for r in (1, 8, 16, 32, 64, 128, 256, 320, 512) if r >= adapter.rank)
             lora = dict(enable_lora=True, max_lora_rank=rank, max_loras=1)
             self.lora = LoRARequest("student", 1, str(Path(adapter.path).resolve()))
+        import torch
+
+        if torch.cuda.is_available():  # the CPU build sizes its KV cache separately (VLLM_CPU_KVCACHE_SPACE)
+            check_vllm_memory(cfg, model_dir, weights_gib(adapter.base if adapter else model_dir, cfg.vllm_dtype),
+                              torch.cuda.get_device_properties(0).total_memory / 2**30)
         self.llm = LLM(model=adapter.base if adapter else str(model_dir), max_model_len=cfg.max_model_len, seed=0,
                        dtype=cfg.vllm_dtype, gpu_memory_utilization=cfg.vllm_memory_utilization,
                        enforce_eager=cfg.vllm_enforce_eager, tensor_parallel_size=cfg.tensor_parallel_size, **lora)

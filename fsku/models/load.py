@@ -48,8 +48,17 @@ def load_causal_lm(source: str, dtype: str = "float32"):
         return _from_gguf(resolve_gguf(source), torch_dtype)
     if (source.startswith((".", "/")) or Path(source).exists()) and not Path(source).is_dir():
         raise FileNotFoundError(f"model {source}: no such model directory")
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    return model.eval(), AutoTokenizer.from_pretrained(source)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as e:  # a hub id the hub cannot serve here (offline, gated, misspelt)
+        if Path(source).is_dir():
+            raise
+        raise FileNotFoundError(
+            f"model {source}: not a local model directory, and the hub did not provide it "
+            f"({str(e).splitlines()[0][:200]}); where the hub is reachable: huggingface-cli download {source} "
+            f"--local-dir DIR, then name DIR") from None
+    return model.eval(), tokenizer
 
 
 def save_model(model, tokenizer, out_dir: str | Path) -> None:
