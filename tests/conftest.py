@@ -146,15 +146,16 @@ def build_qwen_tokenizer():
     return tok
 
 
-def tiny_qwen2(layers: int = 2, hidden: int = 32, vocab: int = 152064, seed: int = 0):
+def tiny_qwen2(layers: int = 2, hidden: int = 32, vocab: int = 152064, seed: int = 0, heads: int = 4):
     """A random-init Qwen2 model from a real (shrunk) config; ``vocab`` rows as padded in the hub
-    models (Qwen2.5-7B: 152,064, 1.5B: 151,936)."""
+    models (Qwen2.5-7B: 152,064, 1.5B: 151,936). vLLM's CPU attention needs hidden / heads >= 32."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),  # vLLM's CPU attention
+                      max_position_embeddings=32768,  # as Qwen2.5's; needs head_dim 32 or more
                       bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=False)
     return Qwen2ForCausalLM(cfg).eval()
 

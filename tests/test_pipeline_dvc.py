@@ -10,6 +10,7 @@ second forced run goes on in a clone, in the background, while they do; the last
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run
 from tiny_pipeline import (TIMING, build, commit_repro, dvc, git, local_remote_path, lock_hashes, metric, ran,
                            set_params, snapshot)
 
@@ -324,6 +326,63 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fsku-artifacts")
             for o in page.get("Contents", [])]
     assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]
+
+
+HUB_PATH = ["teacher_model", "student_model", "teacher_gen", "sft", "student_gen", "gen_report", "pairs", "distill",
+            "merge", "quantize", "eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized",
+            "evaluate", "predict"]
+
+
+def test_hub_path_rehearsal_qwen2_chatml_vllm(repo, tmp_path, qwen_tokenizer):
+    """What users run on GPUs, rehearsed on CPU: a Qwen2 instruct teacher (ChatML, its own template)
+    and a smaller Qwen2 student of other depth and width in a hub-style directory, embeddings padded
+    as Qwen2.5-7B's (152,064 rows) and 1.5B's (151,936), both generations on vLLM's CPU build, the
+    rest on transformers. Applied as a profile (`python -m fsku.profile run`): the knowledge base
+    is reused, every model stage runs, and the submission is valid."""
+    from conftest import tiny_qwen2
+    from fsku.models.load import save_model
+    from fsku.questions import load_questions
+
+    teacher_dir, student_dir = tmp_path / "qwen-teacher", tmp_path / "hub" / "Qwen-tiny-student"
+    # head_dim 32 (vLLM's CPU attention), widths of 64 and up (bitsandbytes nf4 blocks of 64)
+    save_model(tiny_qwen2(layers=3, hidden=96, heads=3, vocab=152064, seed=11), qwen_tokenizer, teacher_dir)
+    save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936, seed=12), qwen_tokenizer, student_dir)
+    profile = tmp_path / "qwen-rehearsal.yaml"
+    profile.write_text(yaml.safe_dump({
+        "profile": "qwen-rehearsal",
+        "teacher": {"model": str(teacher_dir), "chat_template": "model"},
+        "student": {"model": str(student_dir)},
+        "gen": {"backend": "vllm"}}))
+    try:
+        out = run([sys.executable, "-m", "fsku.profile", "run", str(profile)], cwd=repo, env={"PYTHONPATH": str(repo)})
+        assert ran(out.stdout) == HUB_PATH, out.stdout[-3000:]
+        for who in ("teacher", "student"):
+            stats = json.loads((repo / f"data/gen/{who}.stats.json").read_text())
+            assert stats["backend"] == "vllm" and stats["backend_fallback"] is None, stats
+        models = json.loads((repo / "metrics/models.json").read_text())
+        assert models["student"] == str(student_dir) and models["same_tokenizer"] and models["kept_layers"] is None
+        init = json.loads((repo / "models/student_init/config.json").read_text())
+        assert (init["model_type"], init["num_hidden_layers"], init["hidden_size"], init["vocab_size"]) == \
+            ("qwen2", 2, 64, 152064)  # aligned to the teacher's padded rows
+        teacher_tok = json.loads((repo / "models/teacher/tokenizer_config.json").read_text())
+        assert "<|im_start|>" in (teacher_tok.get("chat_template") or (repo / "models/teacher/chat_template.jinja").read_text())
+        distill = json.loads((repo / "metrics/distill.json").read_text())
+        assert distill["steps"] == 2 and distill["kl_before"] > 0 and distill["kl_after"] > 0
+        assert json.loads((repo / "models/merged/config.json").read_text())["vocab_size"] == 152064
+        assert metric(repo, "metrics/quantize.json", "method") == "nf4"
+        m = json.loads((repo / "metrics/eval.json").read_text())
+        assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"]
+        assert all(r["backend"] == "transformers" and r["mcq"] == 4 for r in m["rows"].values())
+        rows = list(csv.reader(open(repo / "submission.csv", encoding="utf-8", newline="")))
+        questions = load_questions(repo / "data/raw/test.csv")
+        assert rows[0] == ["ID", "Answer"] and [r[0] for r in rows[1:]] == [q.id for q in questions]
+        for q, (_, answer) in zip(questions, rows[1:]):
+            assert answer.strip() in {str(i) for i in range(1, len(q.options) + 1)} if q.is_mcq else answer.strip()
+        shown = {(r["Experiment"] or r["rev"]): r["profile"]  # the profile column names each one's recipe
+                 for r in csv.DictReader(dvc(repo, "exp", "show", "--csv").stdout.splitlines())}
+        assert shown["qwen-rehearsal"] == "qwen-rehearsal" and shown["workspace"] == "qwen-rehearsal"
+    finally:
+        restore(repo)
 
 
 def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
