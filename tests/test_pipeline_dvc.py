@@ -1,12 +1,13 @@
 """The whole pipeline under DVC, for real: every stage of the project's dvc.yaml runs in a temp git +
-DVC repo on the tiny configuration of ``tiny_pipeline.py``. Checked here: a forced rerun in a fresh
-clone reproduces every out byte for byte; a param change reruns exactly its downstream stages; a
+DVC repo on the tiny configuration of ``tiny_pipeline.py``. Checked here: the hub path users run on
+GPUs (Qwen2 models, ChatML, vLLM), applied as a profile, runs end to end, and a forced run of it in
+a fresh clone reproduces every out byte for byte; a param change reruns exactly its downstream stages; a
 killed stage, rerun, ends with the outs of an uninterrupted run; experiments (run, queued, shown,
 diffed) share the cache; and artifacts travel through a local directory remote and an S3-compatible
 server (moto, on loopback) with the run-cache.
 
 The tests run in file order on one module-scoped repo; each leaves the repo as it found it. The
-second forced run goes on in a clone, in the background, while they do; the last test checks it."""
+forced run of the hub path goes on in a clone, in the background, while they do; the last test checks it."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ FROM_DISTILL = ["distill", "merge", "quantize", "eval_row@distilled", "eval_row@
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, gemma_tokenizer):
+def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
     repo = build(tmp_path_factory.mktemp("pipeline") / "repo", gemma_tokenizer)
     first = dvc(repo, "repro", "--force")
     stages = ran(first.stdout)
@@ -49,14 +50,17 @@ def repo(tmp_path_factory, gemma_tokenizer):
                  ("quantize", "eval_row@quantized"), ("eval_row@quantized", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)
     commit_repro(repo, "first repro")
-    # the second forced run goes on in a fresh clone while the other tests use this repo (the last
-    # test compares the two): it has its own cache and lock, and no remote is touched
+    # the hub path (test_hub_path_rehearsal_*) runs twice: as an experiment in this repo, and forced,
+    # from scratch, in a fresh clone at another path that goes on in the background while the other
+    # tests use this repo (its own cache and lock, no remote); the last test compares the two
+    profile = hub_path_profile(repo.parent, qwen_tokenizer)
     other = clone(repo, "rerun")
     log = open(repo.parent / "rerun.log", "w+", encoding="utf-8")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    _RERUN.update(dir=other, log=log, first=_digests(snapshot(repo)), lock=lock_hashes(repo, skip=TIMING),
-                  proc=subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force"], cwd=other, env=env,
-                                        stdout=log, stderr=subprocess.STDOUT, text=True))
+    script = f"{sys.executable} -m fsku.profile apply {profile} && {sys.executable} -m dvc repro --force"
+    _RERUN.update(dir=other, log=log, profile=profile,
+                  proc=subprocess.Popen(["bash", "-c", script], cwd=other, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, text=True))
     yield repo
     if _RERUN["proc"].poll() is None:
         _RERUN["proc"].kill()
@@ -65,6 +69,27 @@ def repo(tmp_path_factory, gemma_tokenizer):
 
 
 _RERUN: dict = {}
+
+
+def hub_path_profile(where: Path, tokenizer) -> Path:
+    """What users run on GPUs, in miniature: a random-init Qwen2 instruct teacher (ChatML, its own
+    template) and a smaller Qwen2 student of other depth and width in a hub-style directory,
+    embeddings padded as Qwen2.5-7B's (152,064 rows) and 1.5B's (151,936), both generations on
+    vLLM's CPU build; as a profile file (configs/profiles/ shape) naming them."""
+    from conftest import tiny_qwen2
+    from fsku.models.load import save_model
+
+    teacher_dir, student_dir = where / "qwen-teacher", where / "hub" / "Qwen-tiny-student"
+    # head_dim 32 (vLLM's CPU attention), widths of 64 and up (bitsandbytes nf4 blocks of 64)
+    save_model(tiny_qwen2(layers=3, hidden=96, heads=3, vocab=152064, seed=11), tokenizer, teacher_dir)
+    save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936, seed=12), tokenizer, student_dir)
+    profile = where / "qwen-rehearsal.yaml"
+    profile.write_text(yaml.safe_dump({
+        "profile": "qwen-rehearsal",
+        "teacher": {"model": str(teacher_dir), "chat_template": "model"},
+        "student": {"model": str(student_dir)},
+        "gen": {"backend": "vllm"}}))
+    return profile
 
 
 def _digests(files: dict[str, bytes]) -> dict[str, str]:
@@ -333,26 +358,14 @@ HUB_PATH = ["teacher_model", "student_model", "teacher_gen", "sft", "student_gen
             "evaluate", "predict"]
 
 
-def test_hub_path_rehearsal_qwen2_chatml_vllm(repo, tmp_path, qwen_tokenizer):
-    """What users run on GPUs, rehearsed on CPU: a Qwen2 instruct teacher (ChatML, its own template)
-    and a smaller Qwen2 student of other depth and width in a hub-style directory, embeddings padded
-    as Qwen2.5-7B's (152,064 rows) and 1.5B's (151,936), both generations on vLLM's CPU build, the
-    rest on transformers. Applied as a profile (`python -m fsku.profile run`): the knowledge base
-    is reused, every model stage runs, and the submission is valid."""
-    from conftest import tiny_qwen2
-    from fsku.models.load import save_model
+def test_hub_path_rehearsal_qwen2_chatml_vllm(repo):
+    """The hub path (``hub_path_profile``) applied as a profile (`python -m fsku.profile run`): the
+    knowledge base is reused, every model stage runs, and the submission is valid. Its outs are
+    kept for the last test, which compares them with the forced run in the background clone."""
     from fsku.questions import load_questions
 
-    teacher_dir, student_dir = tmp_path / "qwen-teacher", tmp_path / "hub" / "Qwen-tiny-student"
-    # head_dim 32 (vLLM's CPU attention), widths of 64 and up (bitsandbytes nf4 blocks of 64)
-    save_model(tiny_qwen2(layers=3, hidden=96, heads=3, vocab=152064, seed=11), qwen_tokenizer, teacher_dir)
-    save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936, seed=12), qwen_tokenizer, student_dir)
-    profile = tmp_path / "qwen-rehearsal.yaml"
-    profile.write_text(yaml.safe_dump({
-        "profile": "qwen-rehearsal",
-        "teacher": {"model": str(teacher_dir), "chat_template": "model"},
-        "student": {"model": str(student_dir)},
-        "gen": {"backend": "vllm"}}))
+    profile = _RERUN["profile"]
+    student_dir = yaml.safe_load(profile.read_text())["student"]["model"]
     try:
         out = run([sys.executable, "-m", "fsku.profile", "run", str(profile)], cwd=repo, env={"PYTHONPATH": str(repo)})
         assert ran(out.stdout) == HUB_PATH, out.stdout[-3000:]
@@ -381,14 +394,17 @@ def test_hub_path_rehearsal_qwen2_chatml_vllm(repo, tmp_path, qwen_tokenizer):
         shown = {(r["Experiment"] or r["rev"]): r["profile"]  # the profile column names each one's recipe
                  for r in csv.DictReader(dvc(repo, "exp", "show", "--csv").stdout.splitlines())}
         assert shown["qwen-rehearsal"] == "qwen-rehearsal" and shown["workspace"] == "qwen-rehearsal"
+        _RERUN.update(first=_digests(snapshot(repo)), lock=lock_hashes(repo, skip=TIMING))
     finally:
         restore(repo)
 
 
 def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
-    """The second `dvc repro --force`, started by the fixture in a fresh clone at another path (no
-    cache, no remote): every out equals the first run's, and so does every hash in the clone's lock
+    """The hub path forced from scratch by the fixture in a fresh clone at another path (no cache,
+    no remote): every out equals the hub-path experiment's in this repo (the knowledge base's too,
+    which that experiment reused from the first run), and so does every hash in the clone's lock
     but the timing files'. Last in the file: it waits for that run."""
+    assert "first" in _RERUN, "test_hub_path_rehearsal_qwen2_chatml_vllm runs first: its outs are the reference"
     proc, log, other = _RERUN["proc"], _RERUN["log"], _RERUN["dir"]
     assert proc.wait(timeout=900) == 0
     log.seek(0)
