@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from fsku.config import ConfigError, from_dict, load_yaml
+from fsku.io import atomic_path
 
 PROFILES = Path("configs/profiles")
 
@@ -153,15 +154,9 @@ def apply(params_path: Path, overlay: dict) -> list[str]:
                 value.fa.set_flow_style()
             node[leaf] = value
             changed.append(key)
-    from fsku.io import atomic_path
-
     with atomic_path(params_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         rt.dump(doc, f)
     return changed
-
-
-def describe(overlay: dict) -> str:
-    return "\n".join(f"{k}={override_value(v)}" for k, v in settings(overlay))
 
 
 def command(args) -> dict:
