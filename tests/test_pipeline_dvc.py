@@ -1,18 +1,17 @@
 """The whole pipeline under DVC, for real: every stage of the project's dvc.yaml runs in a temp git +
 DVC repo on the tiny configuration of ``tiny_pipeline.py``. Checked here: the hub path users run on
-GPUs (Qwen2 models, ChatML, vLLM), applied as a profile, runs end to end, and a forced run of it in
-a fresh clone reproduces every out byte for byte; a param change reruns exactly its downstream stages; a
+GPUs (Qwen2 models, ChatML, vLLM), applied as a profile, runs end to end from scratch in a fresh
+clone at another path, whose knowledge base equals the first run's byte for byte; a param change reruns exactly its downstream stages; a
 killed stage, rerun, ends with the outs of an uninterrupted run; experiments (run, queued, shown,
 diffed) share the cache; and artifacts travel through a local directory remote and an S3-compatible
 server (moto, on loopback) with the run-cache.
 
 The tests run in file order on one module-scoped repo; each leaves the repo as it found it. The
-forced run of the hub path goes on in a clone, in the background, while they do; the last test checks it."""
+hub path runs forced, from scratch, in a fresh clone, in the background, while they do; the last test checks it."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import run
-from tiny_pipeline import (TIMING, build, commit_repro, dvc, git, local_remote_path, lock_hashes, metric, ran,
+from tiny_pipeline import (build, commit_repro, dvc, git, local_remote_path, lock_hashes, metric, ran,
                            set_params, snapshot)
 
 STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft",
@@ -50,9 +49,8 @@ def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
                  ("quantize", "eval_row@quantized"), ("eval_row@quantized", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)
     commit_repro(repo, "first repro")
-    # the hub path (test_hub_path_rehearsal_*) runs twice: as an experiment in this repo, and forced,
-    # from scratch, in a fresh clone at another path that goes on in the background while the other
-    # tests use this repo (its own cache and lock, no remote); the last test compares the two
+    # the hub path (test_hub_path_rehearsal_*) runs forced, from scratch, in a fresh clone at another
+    # path, in the background while the other tests use this repo (its own cache and lock, no remote)
     profile = hub_path_profile(repo.parent, qwen_tokenizer)
     other = clone(repo, "rerun")
     log = open(repo.parent / "rerun.log", "w+", encoding="utf-8")
@@ -90,10 +88,6 @@ def hub_path_profile(where: Path, tokenizer) -> Path:
         "student": {"model": str(student_dir)},
         "gen": {"backend": "vllm"}}))
     return profile
-
-
-def _digests(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
 
 
 def restore(repo: Path) -> None:
@@ -353,63 +347,50 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]
 
 
-HUB_PATH = ["teacher_model", "student_model", "teacher_gen", "sft", "student_gen", "gen_report", "pairs", "distill",
-            "merge", "quantize", "eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized",
-            "evaluate", "predict"]
-
-
 def test_hub_path_rehearsal_qwen2_chatml_vllm(repo):
-    """The hub path (``hub_path_profile``) applied as a profile (`python -m fsku.profile run`): the
-    knowledge base is reused, every model stage runs, and the submission is valid. Its outs are
-    kept for the last test, which compares them with the forced run in the background clone."""
+    """The hub path (``hub_path_profile``), applied as a profile in a fresh clone at another path and
+    forced from scratch there by the fixture (no cache, no remote) while the other tests run: every
+    stage runs, the model stages on Qwen2 with ChatML, and the submission is valid. The knowledge
+    base, built at this other path, equals the first run's byte for byte and so do its lock hashes;
+    no out holds either repo's absolute path. Last in the file: it waits for that run."""
     from fsku.questions import load_questions
 
-    profile = _RERUN["profile"]
-    student_dir = yaml.safe_load(profile.read_text())["student"]["model"]
-    try:
-        out = run([sys.executable, "-m", "fsku.profile", "run", str(profile)], cwd=repo, env={"PYTHONPATH": str(repo)})
-        assert ran(out.stdout) == HUB_PATH, out.stdout[-3000:]
-        for who in ("teacher", "student"):
-            stats = json.loads((repo / f"data/gen/{who}.stats.json").read_text())
-            assert stats["backend"] == "vllm" and stats["backend_fallback"] is None, stats
-        models = json.loads((repo / "metrics/models.json").read_text())
-        assert models["student"] == str(student_dir) and models["same_tokenizer"] and models["kept_layers"] is None
-        init = json.loads((repo / "models/student_init/config.json").read_text())
-        assert (init["model_type"], init["num_hidden_layers"], init["hidden_size"], init["vocab_size"]) == \
-            ("qwen2", 2, 64, 152064)  # aligned to the teacher's padded rows
-        teacher_tok = json.loads((repo / "models/teacher/tokenizer_config.json").read_text())
-        assert "<|im_start|>" in (teacher_tok.get("chat_template") or (repo / "models/teacher/chat_template.jinja").read_text())
-        distill = json.loads((repo / "metrics/distill.json").read_text())
-        assert distill["steps"] == 2 and distill["kl_before"] > 0 and distill["kl_after"] > 0
-        assert json.loads((repo / "models/merged/config.json").read_text())["vocab_size"] == 152064
-        assert metric(repo, "metrics/quantize.json", "method") == "nf4"
-        m = json.loads((repo / "metrics/eval.json").read_text())
-        assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"]
-        assert all(r["backend"] == "transformers" and r["mcq"] == 4 for r in m["rows"].values())
-        rows = list(csv.reader(open(repo / "submission.csv", encoding="utf-8", newline="")))
-        questions = load_questions(repo / "data/raw/test.csv")
-        assert rows[0] == ["ID", "Answer"] and [r[0] for r in rows[1:]] == [q.id for q in questions]
-        for q, (_, answer) in zip(questions, rows[1:]):
-            assert answer.strip() in {str(i) for i in range(1, len(q.options) + 1)} if q.is_mcq else answer.strip()
-        shown = {(r["Experiment"] or r["rev"]): r["profile"]  # the profile column names each one's recipe
-                 for r in csv.DictReader(dvc(repo, "exp", "show", "--csv").stdout.splitlines())}
-        assert shown["qwen-rehearsal"] == "qwen-rehearsal" and shown["workspace"] == "qwen-rehearsal"
-        _RERUN.update(first=_digests(snapshot(repo)), lock=lock_hashes(repo, skip=TIMING))
-    finally:
-        restore(repo)
-
-
-def test_forced_rerun_in_a_fresh_clone_is_byte_identical(repo):
-    """The hub path forced from scratch by the fixture in a fresh clone at another path (no cache,
-    no remote): every out equals the hub-path experiment's in this repo (the knowledge base's too,
-    which that experiment reused from the first run), and so does every hash in the clone's lock
-    but the timing files'. Last in the file: it waits for that run."""
-    assert "first" in _RERUN, "test_hub_path_rehearsal_qwen2_chatml_vllm runs first: its outs are the reference"
-    proc, log, other = _RERUN["proc"], _RERUN["log"], _RERUN["dir"]
-    assert proc.wait(timeout=900) == 0
+    proc, log, other, profile = _RERUN["proc"], _RERUN["log"], _RERUN["dir"], _RERUN["profile"]
+    assert proc.wait(timeout=900) == 0, log.seek(0) or log.read()[-3000:]
     log.seek(0)
     assert sorted(ran(log.read())) == sorted(STAGES)
-    assert _digests(snapshot(other)) == _RERUN["first"]
-    # the lock records every out's hash: only the timing files' differ
-    assert lock_hashes(other, skip=TIMING) == _RERUN["lock"]
     assert json.loads(dvc(other, "status", "--json").stdout) == {}
+    student_dir = yaml.safe_load(profile.read_text())["student"]["model"]
+    for who in ("teacher", "student"):
+        stats = json.loads((other / f"data/gen/{who}.stats.json").read_text())
+        assert stats["backend"] == "vllm" and stats["backend_fallback"] is None, stats
+    models = json.loads((other / "metrics/models.json").read_text())
+    assert models["student"] == str(student_dir) and models["same_tokenizer"] and models["kept_layers"] is None
+    init = json.loads((other / "models/student_init/config.json").read_text())
+    assert (init["model_type"], init["num_hidden_layers"], init["hidden_size"], init["vocab_size"]) == \
+        ("qwen2", 2, 64, 152064)  # aligned to the teacher's padded rows
+    teacher_tok = json.loads((other / "models/teacher/tokenizer_config.json").read_text())
+    assert "<|im_start|>" in (teacher_tok.get("chat_template") or (other / "models/teacher/chat_template.jinja").read_text())
+    distill = json.loads((other / "metrics/distill.json").read_text())
+    assert distill["steps"] == 2 and distill["kl_before"] > 0 and distill["kl_after"] > 0
+    assert json.loads((other / "models/merged/config.json").read_text())["vocab_size"] == 152064
+    assert metric(other, "metrics/quantize.json", "method") == "nf4"
+    m = json.loads((other / "metrics/eval.json").read_text())
+    assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"]
+    assert all(r["backend"] == "transformers" and r["mcq"] == 4 for r in m["rows"].values())
+    rows = list(csv.reader(open(other / "submission.csv", encoding="utf-8", newline="")))
+    questions = load_questions(other / "data/raw/test.csv")
+    assert rows[0] == ["ID", "Answer"] and [r[0] for r in rows[1:]] == [q.id for q in questions]
+    for q, (_, answer) in zip(questions, rows[1:]):
+        assert answer.strip() in {str(i) for i in range(1, len(q.options) + 1)} if q.is_mcq else answer.strip()
+    # the knowledge base does not depend on the models: built at another path, it is the same bytes
+    first, hub = snapshot(repo), snapshot(other)
+    kb = [p for p in first if p.startswith(("data/processed/chunks", "models/encoder", "models/index", "metrics/chunk",
+                                             "metrics/retrieval"))]
+    assert kb and {p: hub[p] for p in kb} == {p: first[p] for p in kb}
+    lock, hub_lock = lock_hashes(repo), lock_hashes(other)
+    assert {k: hub_lock[k] for k in lock if k[0] in ("chunk", "encoder", "index")} == \
+        {k: v for k, v in lock.items() if k[0] in ("chunk", "encoder", "index")}
+    for outs, where in ((first, repo), (hub, other)):
+        leaks = [p for p, data in outs.items() if str(where.parent).encode() in data]
+        assert not leaks, leaks

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from conftest import tiny_gemma
 from fsku.models.load import save_model
@@ -51,10 +53,52 @@ def test_bitsandbytes_quantization_on_cpu(merged, tmp_path, method, layer):
     assert dir_bytes(tmp_path / "a") < dir_bytes(merged)
 
 
-def test_none_copies_and_gptq_needs_a_gpu(merged, tmp_path):
+def test_none_copies(merged, tmp_path):
     quantize(merged, tmp_path / "none", QuantConfig(method="none"), [])
     assert (tmp_path / "none" / "model.safetensors").read_bytes() == (merged / "model.safetensors").read_bytes()
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="gptq"):
-            quantize(merged, tmp_path / "gptq", QuantConfig(method="gptq"), ["calibration text"])
-        assert not (tmp_path / "gptq").exists()
+
+
+CALIBRATION = [f"전자금융거래법 제{i}조에 따라 금융회사는 이용자의 접근매체를 안전하게 관리해야 한다. 정답: {i % 4 + 1}"
+               for i in range(12)]
+
+
+def test_gptq_on_cpu_reloads_as_the_stages_do(merged, tmp_path, monkeypatch):
+    """Real gptqmodel on CPU: the saved model reloads through transformers (as ``evaluate`` and
+    ``predict`` load it) onto gptqmodel's kernels, stays close to the original, is the same bytes
+    when quantized again, and leaves nothing in the working directory."""
+    from fsku.models.load import is_quantized, load_for_inference
+
+    monkeypatch.chdir(tmp_path)
+    cfg = QuantConfig(method="gptq", gptq_group_size=32, calibration_samples=8)
+    quantize(merged, tmp_path / "a", cfg, CALIBRATION)
+    quantize(merged, tmp_path / "b", cfg, CALIBRATION)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no logs/ left by gptqmodel
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert {"config.json", "model.safetensors", "quantize_config.json", "tokenizer.json"} <= set(files)
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    qc = json.loads((tmp_path / "a" / "config.json").read_text())["quantization_config"]
+    assert (qc["quant_method"], qc["bits"], qc["group_size"]) == ("gptq", 4, 32)
+    assert "time" not in (tmp_path / "a" / "quant_log.csv").read_text().splitlines()[0].split(",")
+    assert is_quantized(tmp_path / "a")
+
+    model, tokenizer = load_for_inference(tmp_path / "a")
+    assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(str(merged)).get_vocab()
+    kernels = {type(m).__module__.split(".")[0] for m in model.modules()}
+    assert "gptqmodel" in kernels  # the decoder's linears are GPTQ kernels, not dense layers
+    ids = list(range(100, 140))
+    ref, _ = _logits(merged, ids)
+    with torch.no_grad():
+        got = model(input_ids=torch.tensor([ids])).logits[0].float()
+    cos = torch.nn.functional.cosine_similarity(ref, got, dim=-1)
+    assert float(cos.min()) > 0.9 and not torch.equal(ref, got)
+    assert dir_bytes(tmp_path / "a") < dir_bytes(merged)
+
+
+def test_gptq_bad_input_writes_nothing(merged, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="calibration text"):
+        quantize(merged, tmp_path / "q", QuantConfig(method="gptq"), ["", "  "])
+    assert not (tmp_path / "q").exists()
+    monkeypatch.setitem(sys.modules, "gptqmodel", None)  # as on a machine without it
+    with pytest.raises(ValueError, match="requirements-gptq.txt"):
+        quantize(merged, tmp_path / "q", QuantConfig(method="gptq"), CALIBRATION)
+    assert not (tmp_path / "q").exists()
