@@ -392,5 +392,5 @@ def test_hub_path_rehearsal_qwen2_chatml_vllm(repo):
     assert {k: hub_lock[k] for k in lock if k[0] in ("chunk", "encoder", "index")} == \
         {k: v for k, v in lock.items() if k[0] in ("chunk", "encoder", "index")}
     for outs, where in ((first, repo), (hub, other)):
-        leaks = [p for p, data in outs.items() if str(where.parent).encode() in data]
+        leaks = [p for p, data in outs.items() if str(where).encode() in data]
         assert not leaks, leaks
