@@ -224,13 +224,12 @@ FROM_QUANTIZE = ["quantize", "eval_row@quantized", "evaluate", "predict"]
 
 
 def test_queued_experiments_run_show_diff_and_share_the_cache(repo):
-    """Queued experiments run in temp copies of the repo that share its cache and run-cache. On a
+    """A queued experiment runs in a temp copy of the repo that shares its cache and run-cache. On a
     late param (the quantization method: the shortest rerun that still goes through evaluate and
     predict; test_param_change_* and test_dvc.py cover train.* reaching distill), the int8
-    experiment runs its stages; the committed nf4 runs none, and neither does a direct `dvc exp
-    run` of int8 afterwards (from the run-cache the queued run filled)."""
+    experiment runs its stages, and a direct `dvc exp run` of int8 afterwards runs none (from the
+    run-cache the queued run filled)."""
     dvc(repo, "exp", "run", "--queue", "-n", "int8", "-S", "quant.method=int8")
-    dvc(repo, "exp", "run", "--queue", "-S", "quant.method=nf4")
     dvc(repo, "queue", "start", "-j", "1")
     deadline = time.time() + 420
     while True:
@@ -239,14 +238,11 @@ def test_queued_experiments_run_show_diff_and_share_the_cache(repo):
             break
         assert time.time() < deadline, status
         time.sleep(2)
-    assert status.count("Success") == 2, status
+    assert status.count("Success") == 1, status
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     names = [r["name"] for rev in shown for exp in rev.get("experiments") or [] for r in exp.get("revs") or []]
-    assert len(names) == 2 and "int8" in names, json.dumps(shown)[:2000]
+    assert names == ["int8"], json.dumps(shown)[:2000]
     assert ran(dvc(repo, "queue", "logs", "int8").stdout) == FROM_QUANTIZE
-    for name in set(names) - {"int8"}:
-        log = dvc(repo, "queue", "logs", name, check=False).stdout
-        assert ran(log) == [], log
     text = json.dumps(shown)
     assert "metrics/eval.json" in text and "metrics/quantize.json" in text
     # the experiment is a commit of its own, visible to every diff command
