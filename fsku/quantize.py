@@ -51,7 +51,7 @@ def quantize(model_dir: str | Path, out_dir: str | Path, cfg: QuantConfig, calib
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if cfg.method == "gptq":
-        _check_gptq()
+        _check_gptq(calibration)
     with atomic_dir(out_dir) as tmp:
         if cfg.method == "none":
             for p in sorted(model_dir.iterdir()):
@@ -83,21 +83,21 @@ def _load_bnb(model_dir: Path, cfg: QuantConfig):
     return AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=q, dtype=dtype, device_map=device)
 
 
-GPTQ_INSTALL = "pip install --no-deps -r requirements-gptq.txt (make setup does it)"
-
-
-def _check_gptq() -> None:
+def _check_gptq(calibration: list[str]) -> None:
     try:
         import gptqmodel  # noqa: F401
     except ImportError:
-        raise ValueError(f"quant.method: gptq needs gptqmodel: {GPTQ_INSTALL}") from None
+        raise ValueError("quant.method: gptq needs gptqmodel: pip install --no-deps -r requirements-gptq.txt "
+                         "(make setup does it)") from None
+    if not any(t.strip() for t in calibration):
+        raise ValueError("quant.method: gptq needs calibration text, and the train pairs gave none")
 
 
 def _gptq(model_dir: Path, out: Path, cfg: QuantConfig, calibration: list[str], tokenizer) -> None:
     """GPTQ through gptqmodel, on CUDA when there is one, else on CPU with its torch kernels.
 
     gptqmodel writes a ``logs/`` folder into the working directory and refuses to start on a
-    machine with fewer than four cores unless told how many CPU workers to use: it runs from a
+    machine of two cores or fewer unless told how many CPU workers to use: it runs from a
     scratch directory, with the worker count set. The saved ``quant_log.csv`` loses its wall-time
     column and is written in a fixed row order, so that the out is the same bytes on every run.
     """
@@ -107,9 +107,7 @@ def _gptq(model_dir: Path, out: Path, cfg: QuantConfig, calibration: list[str], 
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     qcfg = QuantizeConfig(bits=cfg.gptq_bits, group_size=cfg.gptq_group_size, device=device, offload_to_disk=False)
-    texts = [t for t in calibration[: cfg.calibration_samples] if t.strip()]
-    if not texts:
-        raise ValueError("quant.method: gptq needs calibration text, and the train pairs gave none")
+    texts = [t for t in calibration if t.strip()][: cfg.calibration_samples]
     model_dir, out, cwd = model_dir.resolve(), out.resolve(), os.getcwd()
     with tempfile.TemporaryDirectory(prefix="gptq-") as scratch:
         os.chdir(scratch)
