@@ -12,15 +12,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
+    """The CPU, whether it has AVX-512 (vLLM's CPU build and torch run about twice as fast with it),
+    the core count and Python: what every timing in RESULTS.md is read against."""
+    cpu, simd = "unknown CPU", ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown CPU":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not simd:
+                flags = line.split(":", 1)[1].split()
+                simd = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu} ({simd or 'flags unknown'}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def pct(values, q: float) -> float:

@@ -90,11 +90,69 @@ def experiments(prefix: str) -> dict[str, dict]:
                 if not metrics.get(ROW) and dig(metrics.get("metrics/eval.json"), ["rows", "distilled"]):
                     metrics[ROW] = metrics["metrics/eval.json"]["rows"]["distilled"]  # before the per-row stages
                 if all(metrics.get(f) for f in ("metrics/distill.json", ROW, "metrics/eval.json")):
-                    best = dig(metrics["metrics/eval.json"], ["best_baseline", "mcq", "accuracy"])
-                    mcq = dig(metrics[ROW], ["mcq_accuracy"])
-                    metrics["margin"] = round(mcq - best, 4) if best is not None and mcq is not None else None
-                    out[name] = metrics
+                    out[name] = {**metrics, "rev": rev.get("rev"), "baseline": baseline.get("rev")}
     return out
+
+
+def with_margin(metrics: dict) -> dict:
+    best = dig(metrics.get("metrics/eval.json"), ["best_baseline", "mcq", "accuracy"])
+    mcq = dig(metrics.get(ROW), ["mcq_accuracy"])
+    return {**metrics, "margin": round(mcq - best, 4) if best is not None and mcq is not None else None}
+
+
+def answers(rev: str) -> dict | None:
+    """What the experiment's distilled row answered, read from the DVC cache through its dvc.lock:
+    MCQ picks per option (a model that picks one option everywhere scores the baseline, not
+    knowledge) and how many open answers are the model's own rather than the fallback's."""
+    import yaml
+
+    lock = yaml.safe_load(git("show", f"{rev}:dvc.lock"))
+    outs = (lock.get("stages", {}).get(TARGET) or {}).get("outs") or []
+    md5 = next((o["md5"] for o in outs if o.get("path") == ROW_OUT), None)
+    blob = ROOT / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:] if md5 else None
+    if blob is None or not blob.exists():
+        return None
+    lines = [json.loads(x) for x in blob.read_text(encoding="utf-8").splitlines() if x.strip()]
+    mcq = [x for x in lines if x.get("type") == "mcq"]
+    picks = Counter(str(x.get("answer")) for x in mcq)
+    opens = [x for x in lines if x.get("type") == "open"]
+    return {"mcq_picks": dict(sorted(picks.items())),
+            "top_pick_share": round(max(picks.values()) / len(mcq), 4) if mcq else None,
+            "open_own": sum(1 for x in opens if not x.get("fallback")), "open": len(opens)}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def record(name: str, metrics: dict) -> dict:
+    """One line of RUNS: small enough to commit (the row's per-domain breakdown left out)."""
+    method, seed = name[len(PREFIX):].rsplit("-s", 1)
+    row = {k: v for k, v in metrics[ROW].items() if k != "by_domain"}
+    return {"name": name, "method": method, "seed": int(seed),
+            "params": [f"train.seed={seed}", *(f"{k}={v}" for k, v in METHODS.get(method, {}).items())],
+            "baseline": metrics.get("baseline"), "machine": machine(),
+            "metrics/distill.json": metrics["metrics/distill.json"], ROW: row,
+            "metrics/eval.json": {"best_baseline": metrics["metrics/eval.json"].get("best_baseline")},
+            "answers": answers(metrics["rev"])}
+
+
+def saved() -> dict[str, dict]:
+    if not RUNS.exists():
+        return {}
+    return {r["name"]: r for r in (json.loads(x) for x in RUNS.read_text(encoding="utf-8").splitlines() if x.strip())}
+
+
+def save(prefix: str = PREFIX) -> None:
+    runs = saved()
+    found = experiments(prefix)
+    for name, metrics in found.items():
+        runs[name] = record(name, metrics)
+    tmp = RUNS.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(runs[n], ensure_ascii=False, sort_keys=True) + "\n" for n in sorted(runs)),
+                   encoding="utf-8")
+    tmp.replace(RUNS)
+    print(f"{len(found)} finished experiments saved; {RUNS.relative_to(ROOT)} holds {len(runs)}")
 
 
 def dig(data, path):
@@ -110,7 +168,10 @@ def num(x: float) -> str:
 
 
 def report(markdown: bool, prefix: str = PREFIX) -> None:
-    found = experiments(prefix)
+    found = {n: r for n, r in saved().items() if n.startswith(prefix)}
+    live = experiments(prefix)
+    found.update({n: {**m, "answers": answers(m["rev"]), "machine": machine()} for n, m in live.items()})
+    found = {n: with_margin(m) for n, m in found.items()}
     rows = []
     for name in METHODS:
         runs = [m for exp, m in sorted(found.items()) if exp.rsplit("-s", 1)[0] == f"{prefix}{name}"]
@@ -128,7 +189,9 @@ def report(markdown: bool, prefix: str = PREFIX) -> None:
                 cells.append(f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))}")
         rows.append([name, str(len(runs)), *cells])
     header = ["method", "seeds", *(c[0] for c in COLUMNS)]
-    print(f"{machine()}; {len(found)} finished study experiments (mean ± sample std over seeds)")
+    machines = sorted({m.get("machine") or "unknown machine" for m in found.values()})
+    print(f"{'; '.join(machines)}; {len(found)} finished study experiments ({len(live)} in this clone), "
+          "mean ± sample std over seeds")
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("| " + " | ".join("---" for _ in header) + " |")
@@ -145,12 +208,16 @@ def main() -> None:
     q = sub.add_parser("queue")
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     q.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    sv = sub.add_parser("save")
+    sv.add_argument("--prefix", default=PREFIX)
     r = sub.add_parser("report")
     r.add_argument("--md", action="store_true")
     r.add_argument("--prefix", default=PREFIX, help="experiments named <prefix><method>-s<seed>")
     args = p.parse_args()
     if args.cmd == "queue":
         queue(args.methods, args.seeds)
+    elif args.cmd == "save":
+        save(args.prefix)
     else:
         report(args.md, args.prefix)
 
