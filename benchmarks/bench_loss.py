@@ -1,11 +1,23 @@
-"""Peak memory and time of the DistiLLM-2 loss alone, forward + backward: the chunked
-implementation (fsku/distill/losses.py) vs the direct full-tensor formulation, on the same inputs.
+"""Peak memory and time of the distillation loss alone, forward + backward, from the models' last
+hidden states and LM heads (what a trainer has before any logits exist):
 
-    python benchmarks/bench_loss.py [--vocab 262144] [--seq 512] [--batch 2] [--repeat 3]
+- ``dense``: logits ``h @ W.T`` for both models, then the direct full-tensor formulation with
+  autograd (``dense_distill_loss``, as the reference implementation writes it);
+- ``chunked``: the same full logits, then the chunked loss (``distill_loss``: analytic gradient a
+  chunk of positions at a time), the pipeline's loss before ``train.fused_loss``;
+- ``fused``: ``fused_distill_loss``: hidden states and heads in, a chunk of logits at a time;
+- ``fused_jsd`` and ``trl_jsd``: the generalised JSD (beta 0.5) through ours and through the pinned
+  TRL's ``DistillationTrainer`` loss (``_chunked_divergence_loss``, also from hidden states): the
+  same divergence on both, so the two implementations compare directly.
+
+    python benchmarks/bench_loss.py [--vocab 262144] [--seq 512] [--batch 2] [--hidden 640]
+                                    [--teacher-hidden 640] [--repeat 2] [--variants dense chunked fused ...]
 
 Each variant runs in its own fresh process. Memory is the process's peak RSS above what it holds
-once the inputs (student and teacher logits, fp32) exist, so it counts what the loss itself adds.
-On a GPU (`--device cuda`) it is torch.cuda.max_memory_allocated above the same baseline.
+once the inputs (hidden states and head weights, fp32) exist, so it counts what the loss itself adds;
+the heads are frozen (LoRA's case), the student's hidden states take the gradient. The rows'
+responses fill the positions but for padding at the end of the second half's rows. On a GPU
+(``--device cuda``) memory is torch.cuda.max_memory_allocated above the same baseline.
 """
 
 from __future__ import annotations
@@ -19,45 +31,65 @@ import time
 
 from common import ROOT, machine
 
+VARIANTS = ("dense", "chunked", "fused", "fused_jsd", "trl_jsd")
+
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(variant: str, vocab: int, seq: int, batch: int, repeat: int, device: str) -> dict:
+def child(variant: str, vocab: int, seq: int, batch: int, hidden: int, t_hidden: int, repeat: int,
+          device: str) -> dict:
     import torch
 
+    from fsku.distill.fused import Head, fused_distill_loss
     from fsku.distill.losses import IGNORE, dense_distill_loss, distill_loss
 
     torch.manual_seed(0)
     n = batch  # sequences: the first half chosen rows, the second half rejected rows
-    student = torch.randn(n, seq, vocab, device=device) * 2
-    teacher = torch.randn(n, seq, vocab, device=device) * 2
+    h = torch.randn(n, seq, hidden, device=device)
+    w = torch.randn(vocab, hidden, device=device) / hidden ** 0.5 * 2
+    ht = torch.randn(n, seq, t_hidden, device=device)
+    wt = torch.randn(vocab, t_hidden, device=device) / t_hidden ** 0.5 * 2
     targets = torch.randint(0, vocab, (n, seq), device=device)
-    targets[:, : seq // 4] = IGNORE  # a prompt
-    student.requires_grad_()
+    targets[n // 2:, seq - seq // 8:] = IGNORE  # padding after the shorter answers
+    h.requires_grad_()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     else:
         base = rss_mb()
+
+    def loss():
+        if variant in ("dense", "chunked"):
+            z = h @ w.T
+            with torch.no_grad():
+                zt = ht @ wt.T
+            if variant == "dense":
+                return dense_distill_loss(z, zt, targets, n // 2)
+            return distill_loss(z, zt, targets, n // 2).loss
+        if variant in ("fused", "fused_jsd"):
+            kind = "distillm2" if variant == "fused" else "jsd"
+            return fused_distill_loss(h, Head(w), ht, Head(wt), targets, n // 2, loss=kind).loss
+        from trl.trainer.distillation_trainer import _chunked_divergence_loss
+
+        mask = (targets != IGNORE).long()  # TRL's beta 0.5 is the JSD with the teacher's weight 0.5, as ours
+        return _chunked_divergence_loss(h, ht, w, wt, mask, beta=0.5)[0]
+
     times = []
     for _ in range(repeat):
-        student.grad = None
+        h.grad = None
         t = time.perf_counter()
-        if variant == "chunked":
-            loss = distill_loss(student, teacher, targets, batch // 2).loss
-        else:
-            loss = dense_distill_loss(student, teacher, targets, batch // 2)
-        loss.backward()
+        value = loss()
+        value.backward()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-        del loss
+        del value
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else rss_mb()
-    return {"variant": variant, "seconds": min(times), "peak_mb_above_inputs": peak - base,
-            "inputs_mb": 2 * student.numel() * 4 / 2**20}
+    inputs = sum(x.numel() for x in (h, w, ht, wt)) * 4 / 2**20
+    return {"variant": variant, "seconds": min(times), "peak_mb_above_inputs": peak - base, "inputs_mb": inputs}
 
 
 def main() -> None:
@@ -65,32 +97,40 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=262144)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--batch", type=int, default=2, help="sequences, an even number (half chosen, half rejected)")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=640, help="student hidden size (Gemma 3 270M: 640)")
+    p.add_argument("--teacher-hidden", type=int, default=640)
+    p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--child", default=None)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.vocab, args.seq, args.batch, args.repeat, args.device)))
+        print(json.dumps(child(args.child, args.vocab, args.seq, args.batch, args.hidden, args.teacher_hidden,
+                               args.repeat, args.device)))
         return
     print(f"machine: {machine()}")
-    print(f"vocab {args.vocab}, seq {args.seq}, batch {args.batch} sequences ({args.batch // 2} pair(s)), fp32 logits, "
-          f"forward + backward, best of {args.repeat}, device {args.device}")
+    print(f"vocab {args.vocab}, seq {args.seq}, batch {args.batch} sequences ({args.batch // 2} pair(s)), hidden "
+          f"{args.hidden} (teacher {args.teacher_hidden}), fp32, forward + backward, best of {args.repeat}, "
+          f"device {args.device}")
     res = {}
-    for variant in ("dense", "chunked"):
+    for variant in args.variants:
         out = subprocess.run([sys.executable, __file__, "--child", variant, "--vocab", str(args.vocab), "--seq",
-                              str(args.seq), "--batch", str(args.batch), "--repeat", str(args.repeat),
+                              str(args.seq), "--batch", str(args.batch), "--hidden", str(args.hidden),
+                              "--teacher-hidden", str(args.teacher_hidden), "--repeat", str(args.repeat),
                               "--device", args.device], cwd=ROOT, capture_output=True, text=True)
         if out.returncode:
-            print(f"  {variant}: failed ({out.returncode}) {out.stderr[-500:]}")
+            why = "killed (out of memory)" if out.returncode in (-9, 137) else out.stderr.strip()[-300:]
+            print(f"  {variant:9} failed ({out.returncode}): {why}")
             continue
         res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
         r = res[variant]
-        print(f"  {variant:8} {r['seconds']:7.2f} s   peak +{r['peak_mb_above_inputs']:8.0f} MB above the "
+        print(f"  {variant:9} {r['seconds']:7.2f} s   peak +{r['peak_mb_above_inputs']:8.0f} MB above the "
               f"{r['inputs_mb']:.0f} MB of inputs")
-    if len(res) == 2:
-        d, c = res["dense"], res["chunked"]
-        print(f"\nchunked vs dense: {d['peak_mb_above_inputs'] / c['peak_mb_above_inputs']:.1f}x lower peak memory, "
-              f"{c['seconds'] / d['seconds']:.2f}x the time")
+    for a, b in (("fused", "dense"), ("fused", "chunked"), ("fused_jsd", "trl_jsd")):
+        if a in res and b in res:
+            x, y = res[a], res[b]
+            print(f"{a} vs {b}: {y['peak_mb_above_inputs'] / max(x['peak_mb_above_inputs'], 1):.1f}x lower peak "
+                  f"memory, {x['seconds'] / y['seconds']:.2f}x the time")
 
 
 if __name__ == "__main__":

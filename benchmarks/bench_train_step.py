@@ -8,6 +8,9 @@ batch. Goal: ours at least as fast (speed ratio >= 1) with no more memory (memor
 Needs `make run` first (the pairs and both models). Each variant runs in its own fresh process.
 
 Variants
+  ours_fused   `ours` with train.fused_loss: true (the loss from hidden states and LM heads).
+  ours_cached  `ours_fused` with train.teacher_logits: cached, reading `--teacher-logits`
+           (data/teacher_logits: `dvc repro teacher_logits` first): the child never loads the teacher.
   ours     DistillTrainer built as `run_distill` builds it: `load_examples` / `check_examples`, the
            same DPOConfig settings and LoRA config from `TrainConfig()` defaults (loss distillm2), the
            teacher as ref_model, `check_and_align`. Differences, all outside the step: max_steps =
@@ -68,7 +71,7 @@ from pathlib import Path
 
 from common import ROOT, machine
 
-VARIANTS = ("ours", "trl_gkd")
+VARIANTS = ("ours", "ours_fused", "ours_cached", "trl_gkd")
 RESULT = "RESULT "
 
 
@@ -142,6 +145,8 @@ def child(variant: str, args) -> dict:
     datasets.disable_progress_bars()
     cfg = TrainConfig()
     cfg.batch_size = args.batch
+    cfg.fused_loss = variant in ("ours_fused", "ours_cached")
+    cfg.teacher_logits = "cached" if variant == "ours_cached" else "online"
     if args.max_length:
         cfg.max_length = args.max_length
     cuda = torch.cuda.is_available()
@@ -156,17 +161,25 @@ def child(variant: str, args) -> dict:
     check_examples(examples, tokenizer, cfg.max_length, args.pairs)
     dtype = torch.bfloat16 if cfg.bf16 and cuda else torch.float32
     student = AutoModelForCausalLM.from_pretrained(args.student, dtype=dtype)
-    teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=dtype).eval()
-    check_and_align(teacher_tok, tokenizer, teacher, student)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    cache = None
+    if variant == "ours_cached":  # the teacher stays on disk; its logits come from the cache
+        from fsku.distill.teacher_cache import TeacherCache, sequences
+
+        teacher = None
+        cache = TeacherCache.load(Path(args.teacher_logits))
+        cache.check(sequences(tokenizer, examples), args.pairs, student.get_output_embeddings().weight.shape[0])
+    else:
+        teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=dtype).eval()
+        check_and_align(teacher_tok, tokenizer, teacher, student)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     loaded_mb = peak_rss_mb()
 
     peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                              target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
     out_dir = tempfile.mkdtemp(prefix=f"bench_train_step_{variant}_")
     max_steps = args.warmup + args.steps
-    if variant == "ours":
+    if variant.startswith("ours"):
         from trl import DPOConfig
 
         from fsku.distill.trainer import DistillTrainer
@@ -174,8 +187,9 @@ def child(variant: str, args) -> dict:
         train_ds = datasets.Dataset.from_list([{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples])
         targs = DPOConfig(per_device_train_batch_size=cfg.batch_size, **common_args(cfg, out_dir, max_steps))
         trainer = DistillTrainer(model=student, ref_model=teacher, args=targs, train_dataset=train_ds,
-                                 processing_class=tokenizer, peft_config=peft_config, distill=cfg)
-        what = f"DistillTrainer (loss {cfg.loss}), {cfg.batch_size} pairs = {2 * cfg.batch_size} rows per step"
+                                 processing_class=tokenizer, peft_config=peft_config, distill=cfg, teacher_cache=cache)
+        what = (f"DistillTrainer (loss {cfg.loss}, fused {cfg.fused_loss}, teacher {cfg.teacher_logits}), "
+                f"{cfg.batch_size} pairs = {2 * cfg.batch_size} rows per step")
     elif variant == "trl_gkd":
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         from trl.experimental.gkd import GKDConfig, GKDTrainer
@@ -246,6 +260,8 @@ def main() -> None:
     p.add_argument("--teacher", default=str(ROOT / "models/teacher"))
     p.add_argument("--student", default=str(ROOT / "models/student_init"))
     p.add_argument("--pairs", default=str(ROOT / "data/pairs/train.jsonl"))
+    p.add_argument("--teacher-logits", default=str(ROOT / "data/teacher_logits"), help="ours_cached's cache")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--max-length", type=int, default=None, help="override TrainConfig().max_length")
     p.add_argument("--prompt-chars", type=int, default=None,
                    help="keep only the last N characters of each prompt (shorter sequences, for machines "
@@ -264,9 +280,10 @@ def main() -> None:
     print(f"{args.batch} pairs per step, {args.warmup} warm-up + {args.steps} timed steps, each variant in a fresh process"
           + (f", prompts cut to their last {args.prompt_chars} characters" if args.prompt_chars else ""))
     res = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--batch", str(args.batch), "--teacher", args.teacher, "--student", args.student, "--pairs", args.pairs]
+               "--batch", str(args.batch), "--teacher", args.teacher, "--student", args.student, "--pairs", args.pairs,
+               "--teacher-logits", args.teacher_logits]
         if args.max_length:
             cmd += ["--max-length", str(args.max_length)]
         if args.prompt_chars:
@@ -284,13 +301,20 @@ def main() -> None:
     first = next(iter(res.values()))
     print(f"device {first['device']}, max_length {first['max_length']}\n")
     cuda = first["cuda_peak_mb"] is not None
-    head = f"{'variant':8} {'s/step (median)':>16} {'tokens/s':>10} {'RSS loaded MB':>14} {'peak RSS MB':>12} {'training +MB':>13}"
+    head = f"{'variant':11} {'s/step (median)':>16} {'tokens/s':>10} {'RSS loaded MB':>14} {'peak RSS MB':>12} {'training +MB':>13}"
     print(head + (f" {'CUDA peak MB':>13}" if cuda else ""))
     for v, r in res.items():
-        line = (f"{v:8} {r['s_per_step']:16.3f} {r['tokens_per_s']:10.1f} {r['rss_loaded_mb']:14.0f} "
+        line = (f"{v:11} {r['s_per_step']:16.3f} {r['tokens_per_s']:10.1f} {r['rss_loaded_mb']:14.0f} "
                 f"{r['rss_peak_mb']:12.0f} {r['rss_peak_mb'] - r['rss_loaded_mb']:13.0f}")
         print(line + (f" {r['cuda_peak_mb']:13.0f}" if cuda else ""))
-    if len(res) == 2:
+    for a, b in (("ours_fused", "ours"), ("ours_cached", "ours_fused")):
+        if a in res and b in res:
+            x, y = res[a], res[b]
+            print(f"{a} / {b}: s/step {x['s_per_step'] / y['s_per_step']:.2f}x, peak RSS "
+                  f"{x['rss_peak_mb'] / y['rss_peak_mb']:.2f}x, training-only RSS increase "
+                  f"{(x['rss_peak_mb'] - x['rss_loaded_mb']) / max(y['rss_peak_mb'] - y['rss_loaded_mb'], 1e-9):.2f}x"
+                  + (f", CUDA peak {x['cuda_peak_mb'] / y['cuda_peak_mb']:.2f}x" if cuda else ""))
+    if "ours" in res and "trl_gkd" in res:
         o, t = res["ours"], res["trl_gkd"]
         if o["tokens_per_step"] != t["tokens_per_step"]:
             print("\nwarning: the variants processed different token counts per step")

@@ -3,6 +3,7 @@ queued DVC experiments, and the table that compares them.
 
     python benchmarks/distill_study.py queue [--seeds 0 1 2] [--methods fkl gkd ...]
     dvc queue start -j 1             # runs them one by one (dvc queue status / dvc queue logs NAME)
+    python benchmarks/distill_study.py save          # finished experiments -> benchmarks/distill_study_runs.jsonl
     python benchmarks/distill_study.py report [--md]
 
 `queue` adds one experiment per method and seed, named `study-<method>-s<seed>`, each a
@@ -16,6 +17,12 @@ method, the mean and the spread over seeds of: the test-pair KL to the teacher a
 the teacher and token KL to the teacher on the teacher's eval answers (`metrics/eval/distilled.json`),
 its MCQ margin over the best baseline (`metrics/eval.json`'s, which no train param changes),
 training time and peak memory. Rows of seeds still running or failed are counted and left out.
+
+Experiments live in one clone's `.dvc/tmp` and `refs/exps`, and a study of 27 runs takes longer than a
+working session, so `save` keeps each finished one as a line of `benchmarks/distill_study_runs.jsonl`
+(committed): its params, baseline commit, machine, the metrics above and what it answered (the
+distilled row's MCQ picks per option, its own open answers). `report` reads that file and the
+clone's experiments together, an experiment of the clone replacing its saved line.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections import Counter
 
 from common import ROOT, machine
 
@@ -40,9 +48,15 @@ METHODS = {
     "distillm2_no_sft": {"train.loss": "distillm2", "sft.steps": "0"},  # the recipe without its first step
     "gkd": {"train.method": "gkd"},
 }
+# every experiment: the loss from full logits, as the study's first runs had it (commit 20a92a0, before
+# train.fused_loss existed), so seeds run later compare with them exactly; the fused loss gives the
+# same values to float rounding (tests/test_fused_loss.py)
+COMMON = {"train.fused_loss": "false"}
 PREFIX = "study-"
 ROW = "metrics/eval/distilled.json"
 TARGET = "eval_row@distilled"
+ROW_OUT = "data/eval/rows/distilled.jsonl"
+RUNS = ROOT / "benchmarks" / "distill_study_runs.jsonl"
 COLUMNS = [  # (header, file, path in the file); "margin": the row's MCQ minus the best MCQ baseline's
     ("test KL", "metrics/distill.json", ["kl_after"]),
     ("MCQ", ROW, ["mcq_accuracy"]),
@@ -52,6 +66,7 @@ COLUMNS = [  # (header, file, path in the file); "margin": the row's MCQ minus t
     ("MCQ margin", "margin", []),
     ("teacher agreement", ROW, ["teacher_agreement"]),
     ("KL to teacher (eval)", ROW, ["kl_to_teacher"]),
+    ("top pick share", "answers", ["top_pick_share"]),
     ("train s", "metrics/distill.json", ["train_s"]),
     ("peak MB", "metrics/distill.json", ["peak_memory_mb"]),
 ]
@@ -65,7 +80,7 @@ def dvc(*args: str) -> str:
 def queue(methods: list[str], seeds: list[int]) -> None:
     for seed in seeds:  # seed-major: a queue stopped half-way still covers every method
         for name in methods:
-            sets = [f"train.seed={seed}", *(f"{k}={v}" for k, v in METHODS[name].items())]
+            sets = [f"train.seed={seed}", *(f"{k}={v}" for k, v in {**COMMON, **METHODS[name]}.items())]
             dvc("exp", "run", "--queue", "-n", f"{PREFIX}{name}-s{seed}", *(a for s in sets for a in ("-S", s)), TARGET)
             print(f"queued {PREFIX}{name}-s{seed}: {' '.join(sets)}")
     print("now: dvc queue start -j 1")
@@ -130,7 +145,7 @@ def record(name: str, metrics: dict) -> dict:
     method, seed = name[len(PREFIX):].rsplit("-s", 1)
     row = {k: v for k, v in metrics[ROW].items() if k != "by_domain"}
     return {"name": name, "method": method, "seed": int(seed),
-            "params": [f"train.seed={seed}", *(f"{k}={v}" for k, v in METHODS.get(method, {}).items())],
+            "params": [f"train.seed={seed}", *(f"{k}={v}" for k, v in {**COMMON, **METHODS.get(method, {})}.items())],
             "baseline": metrics.get("baseline"), "machine": machine(),
             "metrics/distill.json": metrics["metrics/distill.json"], ROW: row,
             "metrics/eval.json": {"best_baseline": metrics["metrics/eval.json"].get("best_baseline")},

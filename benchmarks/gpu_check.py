@@ -10,8 +10,8 @@ Each step is timed and reported even when it fails (its error kept), so one run 
 
 1. `env`: the device, its memory, library versions, which optional packages import.
 2. `loss`: the DistiLLM-2 loss, forward + backward, at real size (vocabulary 151,936, 1,024
-   positions, 8 rows): the chunked implementation (fsku/distill/losses.py) against the dense one,
-   time and peak GPU memory each (`benchmarks/bench_loss.py`'s own measurement, in processes of their own).
+   positions, 8 rows) from hidden states and LM heads: fused (fsku/distill/fused.py), chunked
+   (fsku/distill/losses.py on full logits) and dense, time and peak GPU memory each (`benchmarks/bench_loss.py`'s own measurement, in processes of their own).
 3. `distill`: the stage's `run_distill` in bf16 on CUDA with tiny random-init Qwen2 models (teacher
    4 layers, student 2 layers of another width, embeddings padded as Qwen2.5-7B's and 1.5B's) and
    Qwen2.5's tokenizer: steps, KL before and after, where "before" was measured, peak memory.
@@ -80,16 +80,17 @@ def step_env(device: str) -> dict:
 
 def step_loss(device: str, vocab: int, seq: int, batch: int) -> dict:
     out = {}
-    for variant in ("chunked", "dense"):
+    for variant in ("fused", "chunked", "dense"):
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_loss.py"), "--child", variant,
                                "--vocab", str(vocab), "--seq", str(seq), "--batch", str(batch), "--repeat", "2",
                                "--device", device], capture_output=True, text=True, cwd=ROOT)
         out[variant] = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0
                         else {"error": proc.stderr.strip().splitlines()[-1][:400] if proc.stderr.strip() else proc.returncode})
-    if "seconds" in out["chunked"] and "seconds" in out["dense"]:
-        out["time_ratio_chunked_over_dense"] = round(out["chunked"]["seconds"] / out["dense"]["seconds"], 3)
-        out["memory_ratio_chunked_over_dense"] = round(out["chunked"]["peak_mb_above_inputs"]
-                                                       / max(out["dense"]["peak_mb_above_inputs"], 1e-9), 3)
+    for v in ("fused", "chunked"):
+        if "seconds" in out[v] and "seconds" in out["dense"]:
+            out[f"time_ratio_{v}_over_dense"] = round(out[v]["seconds"] / out["dense"]["seconds"], 3)
+            out[f"memory_ratio_{v}_over_dense"] = round(out[v]["peak_mb_above_inputs"]
+                                                        / max(out["dense"]["peak_mb_above_inputs"], 1e-9), 3)
     return {"vocab": vocab, "positions": seq, "rows": batch, **out}
 
 

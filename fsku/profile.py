@@ -30,7 +30,7 @@ PROFILES = Path("configs/profiles")
 def sections() -> dict[str, type]:
     """Each ``params.yaml`` section and the config class its stages load it into."""
     from fsku.chunking.config import ChunkConfig
-    from fsku.distill.config import TrainConfig
+    from fsku.distill.config import TeacherLogitsConfig, TrainConfig
     from fsku.distill.sft import SftConfig
     from fsku.embedding.static import EncoderConfig
     from fsku.gen.config import GenConfig, PromptsConfig
@@ -42,7 +42,7 @@ def sections() -> dict[str, type]:
 
     return {"chunk": ChunkConfig, "encoder": EncoderConfig, "index": IndexConfig, "teacher": TeacherConfig,
             "student": StudentConfig, "prompts": PromptsConfig, "gen": GenConfig, "pairs": PairsConfig,
-            "sft": SftConfig, "train": TrainConfig, "quant": QuantConfig, "eval": EvalConfig,
+            "sft": SftConfig, "teacher_logits": TeacherLogitsConfig, "train": TrainConfig, "quant": QuantConfig, "eval": EvalConfig,
             "predict": PredictConfig}
 
 

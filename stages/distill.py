@@ -25,6 +25,7 @@ def main() -> None:
     p.add_argument("--teacher", default="models/teacher")
     p.add_argument("--student", default="models/student_sft")  # the sft stage's out
     p.add_argument("--out", default="models/distilled")
+    p.add_argument("--teacher-logits", default="data/teacher_logits")  # read when train.teacher_logits is cached
     p.add_argument("--checkpoints", default="data/distill_ckpt")
     p.add_argument("--log-dir", default="metrics/distill_log")
     p.add_argument("--metrics", default="metrics/distill.json")
@@ -40,7 +41,7 @@ def main() -> None:
         return
     seed_everything(cfg.seed)
     summary = run_distill(cfg, Path(args.pairs), args.teacher, args.student, Path(args.out),
-                          Path(args.checkpoints), Path(args.log_dir), Path(args.metrics))
+                          Path(args.checkpoints), Path(args.log_dir), Path(args.metrics), Path(args.teacher_logits))
     if summary:
         print({k: summary[k] for k in ("steps", "kl_before", "kl_after", "kl_drop")})
 

@@ -38,8 +38,9 @@ def work(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
 
 
 def params(d, name, **train):
+    # the fused loss here (resume, DDP, adaptive skews through it); the pipeline test runs params.yaml's
     base = {"max_steps": 6, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05, "warmup_ratio": 0.0,
-            "adaptive_alpha": True, "warm_start_steps": 2, "lora": {"r": 4, "alpha": 8}}
+            "adaptive_alpha": True, "warm_start_steps": 2, "fused_loss": True, "lora": {"r": 4, "alpha": 8}}
     (d / f"{name}.yaml").write_text(yaml.safe_dump({"train": {**base, **train}}))
     return d / f"{name}.yaml"
 
@@ -382,3 +383,134 @@ def test_gold_stage_end_to_end(work, monkeypatch):
     assert m["method"] == "gold" and m["loss"] == "uld_positional" and m["steps"] == 3
     assert m["kl_before"] is None and m["ppl_before"] > 1 and m["teacher_ppl"] > 1
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files(work / "gold" / "model"))
+
+
+def teacher_logits(work, name: str, top_k: int, teacher=None) -> tuple:
+    """The teacher_logits stage in this process; returns (out dir, its metrics)."""
+    from stages.teacher_logits import main
+
+    (work / f"{name}.tl.yaml").write_text(yaml.safe_dump({"teacher_logits": {"top_k": top_k, "batch_size": 3}}))
+    argv = ["stages.teacher_logits", "--params", str(work / f"{name}.tl.yaml"), "--pairs", str(work / "pairs"),
+            "--teacher", str(teacher or work / "teacher"), "--out", str(work / name), "--metrics",
+            str(work / f"{name}.json")]
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sys, "argv", argv)
+    try:
+        main()
+    finally:
+        mp.undo()
+    return work / name, json.loads((work / f"{name}.json").read_text())
+
+
+def test_teacher_logits_hold_the_teachers_top_k(work, gemma_tokenizer):
+    """The cache holds, for every answer token of both answers, the teacher's top-k of its own
+    unbatched forward pass, the exact leftover mass and the answer token's log-prob."""
+    from transformers import AutoModelForCausalLM
+
+    from fsku.distill.examples import load_examples
+    from fsku.distill.teacher_cache import TeacherCache, sequences
+
+    out, m = teacher_logits(work, "tl16", 16)
+    seqs = sequences(gemma_tokenizer, load_examples(work / "pairs" / "train.jsonl", gemma_tokenizer))
+    assert m["sequences"] == len(seqs) == 12 and m["pairs"] == 6 and m["top_k"] == 16
+    assert m["positions"] == sum(len(s) - n for s, n in seqs)
+    assert 0 < m["mass_in_top_k_mean"] < 1 and 0 <= m["answer_token_in_top_k"] <= 1
+    cache = TeacherCache.load(out)
+    cache.check(seqs, "train.jsonl", 262144)
+    teacher = AutoModelForCausalLM.from_pretrained(str(work / "teacher")).eval()
+    i = 3  # pair 1, rejected
+    s, n = seqs[i]
+    with torch.no_grad():
+        lp = torch.log_softmax(teacher(torch.tensor([s])).logits[0, n - 1:-1].float(), -1)
+    p0 = int(cache.t["pos_offsets"][i])
+    ids = cache.t["ids"][p0:p0 + len(s) - n].long()
+    top = lp.topk(16, -1)
+    assert torch.equal(ids, top.indices)
+    assert torch.allclose(cache.t["logprobs"][p0:p0 + len(s) - n].float(), top.values, atol=2e-2)
+    rest = torch.logsumexp(lp.scatter(-1, top.indices, float("-inf")), -1)
+    assert torch.allclose(cache.t["rest"][p0:p0 + len(s) - n], rest, atol=1e-4)
+    assert torch.allclose(cache.t["label"][p0:p0 + len(s) - n], lp.gather(-1, torch.tensor(s[n:])[:, None])[:, 0],
+                          atol=1e-4)
+    # rerun: the same bytes
+    again, _ = teacher_logits(work, "tl16b", 16)
+    assert (out / "train.safetensors").read_bytes() == (again / "train.safetensors").read_bytes()
+
+
+def test_cached_teacher_logits_train_without_the_teacher(work, monkeypatch):
+    """train.teacher_logits: cached trains from the cache (no reference model in the trainer) and
+    still moves the student toward the teacher; the figures before and after load the teacher."""
+    import fsku.distill.trainer as trainer_mod
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # a random-init model spreads its mass over the whole vocabulary, where no top-k says anything; a
+    # peaked teacher (its final norm scaled up) puts most of it on a few tokens, as trained models do
+    sharp = work / "sharp_teacher"
+    if not sharp.exists():
+        model = AutoModelForCausalLM.from_pretrained(str(work / "teacher"))
+        with torch.no_grad():
+            model.model.norm.weight.fill_(40.0)  # Gemma's RMSNorm scales by 1 + weight
+        save_model(model, AutoTokenizer.from_pretrained(str(work / "teacher")), sharp)
+    out, m = teacher_logits(work, "tl64", 64, teacher=sharp)
+    assert m["mass_in_top_k_mean"] > 0.5, m
+    seen = {}
+    real = trainer_mod.DistillTrainer.compute_loss
+
+    def spy(self, model, inputs, *a, **k):
+        seen["ref_model"], seen["cache"] = self.ref_model, self.teacher_cache is not None
+        return real(self, model, inputs, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.DistillTrainer, "compute_loss", spy)
+    cmd = distill_cmd(work, "cached")
+    (work / "cached.yaml").write_text(yaml.safe_dump({"train": {
+        "max_steps": 4, "batch_size": 2, "learning_rate": 0.05, "warmup_ratio": 0.0, "adaptive_alpha": True,
+        "teacher_logits": "cached", "fused_loss": True, "lora": {"r": 4, "alpha": 8}}}))
+    cmd[cmd.index("--params") + 1] = str(work / "cached.yaml")
+    from stages.distill import main
+
+    cmd[cmd.index("--teacher") + 1] = str(sharp)
+    monkeypatch.setattr(sys, "argv", ["stages.distill", *cmd[2:], "--teacher-logits", str(out)])
+    main()
+    m = json.loads((work / "cached" / "distill.json").read_text())
+    assert seen == {"ref_model": None, "cache": True}
+    assert m["teacher_logits"] == "cached" and m["steps"] == 4 and m["kl_after"] < m["kl_before"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pairs": "other"}, "pair 0 (row 1 of"),
+    ({"pairs": "fewer"}, "6 pairs cached, 5 in"),
+    ({"top_k": 300000}, "teacher_logits.top_k: 300000 must be between 1 and the teacher's vocabulary (262144)"),
+    ({"fused_loss": False}, "teacher_logits: cached needs fused_loss: true"),
+    ({"method": "gkd"}, "teacher_logits: cached serves the distillm2 method"),
+    ({"no_cache": True}, "no cached teacher logits; run the teacher_logits stage"),
+])
+def test_cached_teacher_logits_refuse_what_does_not_match(work, tmp_path, monkeypatch, change, message):
+    from stages.distill import main
+
+    out = tmp_path / "none"
+    if "top_k" in change:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            teacher_logits(work, "tl_bad", change["top_k"])
+        assert not (work / "tl_bad").exists()
+        return
+    if not change.get("no_cache"):
+        out, _ = teacher_logits(work, "tl8", 8) if not (work / "tl8").exists() else (work / "tl8", None)
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    rows = (work / "pairs" / "train.jsonl").read_text().splitlines(keepends=True)
+    if change.get("pairs") == "other":
+        rows[0] = rows[0].replace("관련 규정에 따라", "관련 법령에 따라")
+    elif change.get("pairs") == "fewer":
+        rows = rows[:5]
+    (pairs / "train.jsonl").write_text("".join(rows))
+    (pairs / "test.jsonl").write_text((work / "pairs" / "test.jsonl").read_text())
+    cmd = distill_cmd(work, "refused")
+    cmd[cmd.index("--pairs") + 1] = str(pairs)
+    train = {"max_steps": 2, "teacher_logits": "cached", "fused_loss": change.get("fused_loss", True),
+             "method": change.get("method", "distillm2")}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"train": train}))
+    cmd[cmd.index("--params") + 1] = str(tmp_path / "p.yaml")
+    monkeypatch.setattr(sys, "argv", ["stages.distill", *cmd[2:], "--teacher-logits", str(out)])
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        main()
+    assert message in str(e.value), str(e.value)
+    assert not (work / "refused" / "model").exists()

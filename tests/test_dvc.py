@@ -33,7 +33,7 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
     from fsku.gen.config import GenConfig, PromptsConfig
-    from fsku.distill.config import TrainConfig
+    from fsku.distill.config import TeacherLogitsConfig, TrainConfig
     from fsku.distill.sft import SftConfig
     from fsku.gen.pairs import PairsConfig
     from fsku.predict.config import EvalConfig, PredictConfig
@@ -49,7 +49,7 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
                                   "student_model": ("student", StudentConfig),
                                   "prompts": ("prompts", PromptsConfig), "teacher_gen": ("gen", GenConfig),
                                   "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig),
-                                  "sft": ("sft", SftConfig),
+                                  "sft": ("sft", SftConfig), "teacher_logits": ("teacher_logits", TeacherLogitsConfig),
                                   "distill": ("train", TrainConfig), "quantize": ("quant", QuantConfig),
                                   "eval_teacher": ("eval", EvalConfig), "eval_row": ("eval", EvalConfig),
                                   "evaluate": ("eval", EvalConfig), "predict": ("predict", PredictConfig)}.items():
@@ -77,7 +77,9 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
 EVAL = {"eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized", "evaluate"}
 # a new distilled model: its rows are answered again, the teacher's and the untrained student's stay
 FROM_DISTILL = {"distill", "merge", "quantize", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"}
-FROM_SFT = {"sft", "student_gen", "gen_report", "pairs"} | FROM_DISTILL
+# new pairs: the teacher's cached distributions over them too (read by distill when cached)
+FROM_PAIRS = {"pairs", "teacher_logits"} | FROM_DISTILL
+FROM_SFT = {"sft", "student_gen", "gen_report"} | FROM_PAIRS
 
 
 @pytest.mark.parametrize("param, expected", [
@@ -87,7 +89,9 @@ FROM_SFT = {"sft", "student_gen", "gen_report", "pairs"} | FROM_DISTILL
     ("teacher.model", {"teacher_model", "student_model", "teacher_gen"} | FROM_SFT | EVAL),
     ("pairs.test_fraction", FROM_SFT),  # sft leaves the prompts pairs holds out unseen
     ("pairs.seed", FROM_SFT),
-    ("pairs.strategy", {"pairs"} | FROM_DISTILL),
+    ("pairs.strategy", FROM_PAIRS),
+    ("teacher_logits.top_k", {"teacher_logits"} | FROM_DISTILL),
+    ("train.teacher_logits", FROM_DISTILL),  # the training settings never recompute the teacher's logits
     ("sft.steps", FROM_SFT),
     ("sft.lora.enabled", FROM_SFT),
     ("train.beta", FROM_DISTILL),

@@ -28,7 +28,7 @@ from tiny_pipeline import (build, commit_repro, dvc, git, local_remote_path, loc
                            set_params, snapshot)
 
 STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft",
-          "student_gen", "gen_report", "pairs", "distill", "merge", "quantize", "eval_teacher", "eval_row@student",
+          "student_gen", "gen_report", "pairs", "teacher_logits", "distill", "merge", "quantize", "eval_teacher", "eval_row@student",
           "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
 # a new distilled model reanswers its own eval rows only: the teacher's and the student's stay
 FROM_DISTILL = ["distill", "merge", "quantize", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
@@ -44,7 +44,8 @@ def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
     for a, b in [("chunk", "index"), ("encoder", "index"), ("index", "prompts"), ("teacher_model", "student_model"),
                  ("prompts", "teacher_gen"), ("student_model", "sft"), ("teacher_gen", "sft"), ("sft", "student_gen"),
                  ("teacher_gen", "pairs"),
-                 ("student_gen", "pairs"), ("pairs", "distill"), ("distill", "merge"), ("merge", "quantize"),
+                 ("student_gen", "pairs"), ("pairs", "teacher_logits"), ("teacher_logits", "distill"),
+                 ("distill", "merge"), ("merge", "quantize"),
                  ("eval_teacher", "eval_row@student"), ("eval_teacher", "eval_row@distilled"),
                  ("quantize", "eval_row@quantized"), ("eval_row@quantized", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)

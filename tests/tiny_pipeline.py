@@ -55,7 +55,7 @@ OVERRIDES = {
 # every out of the pipeline, cached or not (timing files are left out: they differ on every run)
 TIMING = {"data/gen/teacher.stats.json", "data/gen/student.stats.json", "metrics/generation.json",
           "data/predict/predictions.jsonl", "metrics/eval.json", "metrics/predict.json", "metrics/quantize.json",
-          "metrics/eval_scores.csv", "metrics/sft.json", "metrics/distill.json",
+          "metrics/eval_scores.csv", "metrics/sft.json", "metrics/distill.json", "metrics/teacher_logits.json",
           *(f"metrics/eval/{row}.json" for row in ("teacher", "student", "distilled", "quantized"))}
 
 

@@ -61,6 +61,11 @@ class TrainConfig:
     warm_start_loss: Literal["fkl", "rkl", "skl", "srkl", "jsd"] = "fkl"
     jsd_lambda: float = field(0.5, gt=0.0, lt=1.0, doc="jsd: the teacher's weight in the mixture")
     loss_chunk: int = field(128, ge=1, doc="positions per chunk in the loss (memory vs speed)")
+    teacher_logits: Literal["online", "cached"] = field(
+        "online", doc="online: the teacher runs beside the student on every step; cached: its top-k "
+        "distributions from the teacher_logits stage (data/teacher_logits), no teacher while training")
+    fused_loss: bool = field(False, doc="the loss from hidden states and LM heads, chunk by chunk (the full "
+                             "logits never exist); false: from both models' full response logits")
     epochs: float = field(2.0, gt=0.0)
     max_steps: int = field(-1, ge=-1, doc="stop after this many optimizer steps; -1 = by epochs")
     batch_size: int = field(2, ge=1, doc="pairs per device per step")
@@ -90,6 +95,18 @@ class TrainConfig:
         if self.method in ("gkd", "gold") and self.gkd.max_new_tokens >= self.max_length:
             raise ConfigError(f"gkd.max_new_tokens: {self.gkd.max_new_tokens} leaves no room for the prompt within "
                               f"max_length {self.max_length}")
+        if self.teacher_logits == "cached" and self.method != "distillm2":
+            raise ConfigError(f"teacher_logits: cached serves the distillm2 method's pairs; method {self.method} "
+                              "samples new answers that no cache holds: use online")
+        if self.teacher_logits == "cached" and not self.fused_loss:
+            raise ConfigError("teacher_logits: cached needs fused_loss: true (the loss that reads the cache)")
         if self.teacher_system and self.gkd.seq_kd:
             raise ConfigError("gkd.seq_kd: samples the teacher on the student's prompt, without teacher_system; "
                               "turn one of them off")
+
+
+@dataclass
+class TeacherLogitsConfig:
+    """``params.yaml`` section ``teacher_logits``: the ``teacher_logits`` stage."""
+    top_k: int = field(64, ge=1, doc="teacher tokens kept per answer position (the rest of its mass as one bucket)")
+    batch_size: int = field(4, ge=1, doc="sequences per teacher forward pass")

@@ -20,7 +20,7 @@ import torch
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 from fsku.distill.losses import IGNORE
-from fsku.distill.trainer import common_prefix
+from fsku.distill.pair_tokens import common_prefix
 
 
 def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> list[dict]:

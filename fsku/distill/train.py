@@ -145,7 +145,7 @@ def measure_before(trainer, teacher, test: list[dict], tokenizer, cfg: TrainConf
 
 
 def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir: str, out_dir: Path,
-                ckpt_dir: Path, log_dir: Path, metrics_file: Path) -> dict:
+                ckpt_dir: Path, log_dir: Path, metrics_file: Path, teacher_logits_dir: Path | None = None) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
@@ -153,6 +153,11 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     from fsku.distill.trainer import DistillTrainer
 
     torch.manual_seed(cfg.seed)
+    cache = None
+    if cfg.teacher_logits == "cached":
+        from fsku.distill.teacher_cache import TeacherCache
+
+        cache = TeacherCache.load(teacher_logits_dir or Path("data/teacher_logits"))
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
     cross = not same_vocab(teacher_tok, tokenizer)
@@ -175,8 +180,13 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
                          "python -m stages.student_model), or set train.lora.enabled: false")
     for p in teacher.parameters():
         p.requires_grad_(False)
+    if cache is not None:
+        from fsku.distill.teacher_cache import sequences
 
-    fp = fingerprint(cfg, [pairs_dir / "train.jsonl"], [teacher_dir, student_dir])
+        cache.check(sequences(tokenizer, train), str(pairs_dir / "train.jsonl"),
+                    student.get_output_embeddings().weight.shape[0])
+
+    fp = fingerprint(cfg, [pairs_dir / "train.jsonl", *([cache.path] if cache else [])], [teacher_dir, student_dir])
     resume = last_checkpoint(ckpt_dir, fp, manage=int(os.environ.get("RANK", "0")) == 0)
     quality_tok = teacher_tok if cross else None
 
@@ -210,10 +220,18 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         uld = uld_mode(cfg, tokenizer, teacher_tok, cross)
         trainer = gold_trainer(cfg, common, student, teacher, tokenizer, teacher_dir, train, peft_config, uld)
     else:
-        trainer = DistillTrainer(model=student, ref_model=teacher, args=DPOConfig(**common, max_length=cfg.max_length),
-                                 train_dataset=train_ds, processing_class=tokenizer, peft_config=peft_config,
-                                 distill=cfg)
+        # cached: no reference model (LoRA disables its adapter for one, never asked here; full fine-tuning
+        # makes TRL load a copy of the student as one)
+        trainer = DistillTrainer(model=student, ref_model=None if cache else teacher,
+                                 args=DPOConfig(**common, max_length=cfg.max_length), train_dataset=train_ds,
+                                 processing_class=tokenizer, peft_config=peft_config, distill=cfg, teacher_cache=cache)
     before = measure_before(trainer, teacher, test, tokenizer, cfg, quality_tok)
+    if cache is not None:  # trained without it; loaded again for the figures after training
+        teacher.to("cpu")
+        del teacher
+        import gc
+
+        gc.collect()
     if resume:
         log.info("resuming from %s", resume)
         if cfg.method == "distillm2":
@@ -225,6 +243,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     summary = {}
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model).eval()
+        if cache is not None:
+            teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval().to(trainer.accelerator.device)
         after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok,
                                batch_size=cfg.batch_size)
         with atomic_dir(out_dir) as tmp:
@@ -250,7 +270,7 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
             "kl_drop": round(1 - after["kl"] / before["kl"], 4) if before["kl"] else None,  # None across tokenizers
             "ppl_before": before["student_ppl"], "ppl_after": after["student_ppl"],
             "teacher_ppl": before["teacher_ppl"], "test_answer_tokens": before["tokens"],
-            "last_step": final,
+            "last_step": final, "teacher_logits": cfg.teacher_logits if cfg.method == "distillm2" else "online",
             # cost (timings: metrics no stage reads): this session's training, the process's peak memory
             "train_s": round(train_s, 1), "peak_memory_mb": peak_memory_mb(),
         }

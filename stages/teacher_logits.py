@@ -1,0 +1,52 @@
+"""Stage `teacher_logits`: the teacher's top-k next-token distributions over every answer token of
+the train pairs -> data/teacher_logits/train.safetensors (read by `distill` when
+train.teacher_logits is cached), and what the k tokens cover -> metrics/teacher_logits.json.
+
+    python -m stages.teacher_logits [--params P] [--pairs data/pairs] [--teacher models/teacher]
+"""
+
+import time
+from pathlib import Path
+
+import torch
+
+from fsku.config import load_section
+from fsku.distill.config import TeacherLogitsConfig
+from fsku.distill.examples import load_examples
+from fsku.distill.teacher_cache import compute, save, sequences
+from fsku.io import atomic_dir, write_json
+from fsku.stage import parser, run, seed_everything
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--pairs", default="data/pairs")
+    p.add_argument("--teacher", default="models/teacher")
+    p.add_argument("--out", default="data/teacher_logits")
+    p.add_argument("--metrics", default="metrics/teacher_logits.json")
+    args = p.parse_args()
+    cfg = load_section(TeacherLogitsConfig, "teacher_logits", args.params)
+    seed_everything(0)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.teacher)
+    pairs = Path(args.pairs) / "train.jsonl"
+    seqs = sequences(tokenizer, load_examples(pairs, tokenizer))
+    if not seqs:
+        raise ValueError(f"{pairs}: no pairs to compute teacher logits for")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=torch.float32).eval().to(device)
+    started = time.perf_counter()
+    tensors, summary = compute(teacher, seqs, cfg.top_k, cfg.batch_size, tokenizer.pad_token_id or 0)
+    seconds = time.perf_counter() - started
+    with atomic_dir(args.out) as tmp:
+        save(Path(tmp), tensors, {"pairs": len(seqs) // 2, "top_k": cfg.top_k, "vocab": summary["vocab"]})
+    size = (Path(args.out) / "train.safetensors").stat().st_size
+    write_json(args.metrics, {**summary, "pairs": len(seqs) // 2, "size_mb": round(size / 2**20, 2),
+                              "seconds": round(seconds, 1)})
+    print(f"teacher logits: {summary['positions']} answer positions of {len(seqs)} sequences, top {cfg.top_k} "
+          f"holding {summary['mass_in_top_k_mean']} of the teacher's mass on average, {size / 2**20:.1f} MB")
+
+
+if __name__ == "__main__":
+    run(main)
