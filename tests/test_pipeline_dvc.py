@@ -145,8 +145,8 @@ def test_evaluate_and_predict_outs(repo):
 
 @pytest.mark.parametrize("key, value, expected, direct", [
     ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_gen", "sft", "student_gen", "gen_report", "pairs",
-                         *FROM_DISTILL, "eval_teacher", "eval_row@student"], 1),
-    ("sft.learning_rate", 0.002, ["sft", "student_gen", "gen_report", "pairs", *FROM_DISTILL], 1),
+                         "teacher_logits", *FROM_DISTILL, "eval_teacher", "eval_row@student"], 1),
+    ("sft.learning_rate", 0.002, ["sft", "student_gen", "gen_report", "pairs", "teacher_logits", *FROM_DISTILL], 1),
     ("train.beta", 0.2, FROM_DISTILL, 1),
     ("quant.method", "int8", ["quantize", "eval_row@quantized", "evaluate", "predict"], 1),
     ("quant.double_quant", True, ["quantize", "eval_row@quantized", "evaluate", "predict"], 1),
