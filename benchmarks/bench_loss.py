@@ -42,7 +42,8 @@ def child(variant: str, vocab: int, seq: int, batch: int, hidden: int, t_hidden:
           device: str) -> dict:
     import torch
 
-    from fsku.distill.fused import Head, fused_distill_loss
+    from fsku.distill.fused import fused_distill_loss
+    from fsku.distill.head import Head
     from fsku.distill.losses import IGNORE, dense_distill_loss, distill_loss
 
     torch.manual_seed(0)

@@ -37,7 +37,8 @@ def error(ks: list[int], limit: int, loss: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fsku.distill.examples import load_examples
-    from fsku.distill.fused import Head, TopK, fused_distill_loss, head_of
+    from fsku.distill.fused import TopK, fused_distill_loss
+    from fsku.distill.head import Head, head_of
     from fsku.distill.teacher_cache import sequences
     from fsku.distill.trainer import last_hidden_state, response_targets
 

@@ -88,7 +88,11 @@ def main() -> None:
                 raise ValueError(f"--row {args.row} needs --teacher-answers (the teacher row's {args.rows_dir}/teacher.jsonl; "
                                  "'' = a report without the teacher)")
             teacher = read_rows(args.teacher_answers, questions) if args.teacher_answers else None
-        summary, lines = answer_row(args.row, teacher, **ctx)
+        states = states_file(args.teacher_answers) if args.teacher_answers else None
+        summary, lines = answer_row(args.row, teacher, **ctx, states=states)
+        if args.row == "teacher":  # what every other row's KL needs of the teacher, computed once
+            write_teacher_states(lines, questions, hits, prompts_cfg, gen_cfg.max_model_len,
+                                 states_file(Path(args.rows_dir) / "teacher.jsonl"))
         write_jsonl(Path(args.rows_dir) / f"{args.row}.jsonl", lines)
         write_json(Path(args.row_metrics) / f"{args.row}.json", summary)
         return
@@ -140,9 +144,10 @@ def answer_row_in_child(row: str, args, tmp: Path, teacher: bool) -> None:
 
 
 def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, similarity, cfg, gen_cfg,
-               prompts_cfg, shots: str) -> tuple[dict, list[dict]]:
+               prompts_cfg, shots: str, states: Path | None = None) -> tuple[dict, list[dict]]:
     """One model's summary and prediction lines; with the teacher's lines, its agreement with them
-    and its KL to the teacher on the teacher's answers."""
+    and its KL to the teacher on the teacher's answers (from the teacher's stored ``states`` where
+    that file exists)."""
     t = time.perf_counter()
     # the teacher answers as it did for training: open questions with its worked examples
     pool = load_questions(shots) if row == "teacher" and shots and prompts_cfg.teacher_shots else []
@@ -154,7 +159,7 @@ def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, si
     gc.collect()
     with_teacher(summary, lines, teacher)
     if teacher is not None:
-        fidelity(summary, row, teacher, questions, hits, prompts_cfg, gen_cfg.max_model_len)
+        fidelity(summary, row, teacher, questions, hits, prompts_cfg, gen_cfg.max_model_len, states)
     return summary, lines
 
 
@@ -166,20 +171,45 @@ def read_rows(path, questions) -> list[dict]:
     return lines
 
 
-def fidelity(summary: dict, row: str, teacher: list[dict], questions, hits, prompts_cfg, max_length: int) -> None:
+def fidelity(summary: dict, row: str, teacher: list[dict], questions, hits, prompts_cfg, max_length: int,
+             states: Path | None = None) -> None:
     """The row's token KL(teacher || model) on the teacher's own answers to the evaluation questions
-    (what distillation optimises), the teacher reading the student's prompt as in training."""
-    from fsku.predict.fidelity import kl_to_teacher, teacher_examples
+    (what distillation optimises), the teacher reading the student's prompt as in training. Where
+    the teacher's row stored its side (``states``), only its LM head is used here."""
+    from fsku.distill.quality import load_teacher_states
     from fsku.models.load import load_for_inference
+    from fsku.predict.fidelity import kl_to_teacher, teacher_examples
 
     t = time.perf_counter()
     model, tokenizer = load_for_inference(ROWS["teacher"])
     examples = teacher_examples(questions, teacher, hits, prompts_cfg, tokenizer)
-    q = kl_to_teacher(ROWS[row], model.eval(), examples, max_length, tokenizer)
+    stored = load_teacher_states(states, model) if states is not None and states.exists() else None
+    q = kl_to_teacher(ROWS[row], model.eval(), examples, max_length, tokenizer, states=stored)
     summary["kl_to_teacher"] = q["kl"]
     summary["fidelity"] = {"answers": len(examples), "tokens": q["tokens"], "ppl": q["student_ppl"],
-                           "teacher_ppl": q["teacher_ppl"]}
-    print(f"{row}: KL to the teacher {q['kl']} on its {len(examples)} answers ({q['tokens']} tokens) "
+                           "teacher_ppl": q["teacher_ppl"], "teacher_side": q["teacher_side"]}
+    print(f"{row}: KL to the teacher {q['kl']} on its {len(examples)} answers ({q['tokens']} tokens; the "
+          f"teacher's side from its {q['teacher_side']}) in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def states_file(teacher_answers: str | Path) -> Path:
+    """Where the teacher's row keeps its side of the KL: beside its answers."""
+    return Path(teacher_answers).with_name("teacher_states.safetensors")
+
+
+def write_teacher_states(lines: list[dict], questions, hits, prompts_cfg, max_length: int, path: Path) -> None:
+    """The teacher's last hidden states on its own answers as the other rows' KL reads them
+    (``fsku.distill.quality.teacher_states``)."""
+    from fsku.distill.quality import save_teacher_states, teacher_states
+    from fsku.models.load import load_for_inference
+    from fsku.predict.fidelity import teacher_examples
+
+    t = time.perf_counter()
+    model, tokenizer = load_for_inference(ROWS["teacher"])
+    states = teacher_states(model, teacher_examples(questions, lines, hits, prompts_cfg, tokenizer), tokenizer,
+                            max_length)
+    save_teacher_states(states, path)
+    print(f"teacher: its states on {len(states.ids)} answers ({sum(len(h) for h in states.hidden)} tokens) "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
 
 

@@ -237,6 +237,8 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     student, sft = m["rows"]["student"], m["rows"]["sft"]
     assert student["kl_to_teacher"] == pytest.approx(0.0, abs=1e-4) and sft["kl_to_teacher"] > 1e-3  # two random-init models: near-uniform, close
     assert student["fidelity"]["answers"] == sft["fidelity"]["answers"] >= 4 and sft["fidelity"]["tokens"] > 0
+    # the teacher's side of both came from what its row stored, not from running it again
+    assert student["fidelity"]["teacher_side"] == sft["fidelity"]["teacher_side"] == "states"
     assert "kl_to_teacher" not in m["rows"]["teacher"]
     plot = list(csv.DictReader(open(tmp_path / "metrics/eval_scores.csv", encoding="utf-8")))
     assert [r["row"] for r in plot] == [*m["baselines"], "best_baseline", "student", "sft", "teacher"]
@@ -314,6 +316,7 @@ def test_fidelity_across_tokenizers_has_no_token_kl(tmp_path, gemma_tokenizer, q
     from conftest import tiny_qwen2
     from fsku.gen.format import format_prompt
     from fsku.models.load import save_model
+    from fsku.distill.quality import teacher_states
     from fsku.predict.fidelity import kl_to_teacher
 
     save_model(tiny_qwen2(layers=1), qwen_tokenizer, tmp_path / "qwen")
@@ -326,3 +329,13 @@ def test_fidelity_across_tokenizers_has_no_token_kl(tmp_path, gemma_tokenizer, q
     assert cross["tokens"] == len(qwen_tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids)
     same = kl_to_teacher(tmp_path / "gemma", teacher, examples, 256, gemma_tokenizer)
     assert same["kl"] > 0 and same["teacher_ppl"] == cross["teacher_ppl"]
+    # the teacher's stored states serve both, to float rounding, and say so
+    states = teacher_states(teacher, examples, gemma_tokenizer, 256)
+    for model, ref in (("qwen", cross), ("gemma", same)):
+        got = kl_to_teacher(tmp_path / model, teacher, examples, 256, gemma_tokenizer, states=states)
+        assert got["teacher_side"] == "states" and ref["teacher_side"] == "model" and got["tokens"] == ref["tokens"]
+        for k in ("kl", "student_ppl", "teacher_ppl"):
+            assert got[k] == (None if ref[k] is None else pytest.approx(ref[k], rel=1e-4, abs=1e-4)), k
+    # states of other answers: the teacher runs instead
+    other = teacher_states(teacher, [{**examples[0], "chosen": "정답: 1 공인인증서"}], gemma_tokenizer, 256)
+    assert kl_to_teacher(tmp_path / "gemma", teacher, examples, 256, gemma_tokenizer, states=other) == same

@@ -139,6 +139,39 @@ def test_answer_quality_batched_is_the_unbatched(gemma_tokenizer):
     assert cross_b["teacher_ppl"] == pytest.approx(one["teacher_ppl"], rel=1e-3)
 
 
+def test_teacher_states_stand_in_for_the_teacher(tmp_path, gemma_tokenizer):
+    """The teacher's stored hidden states at the answer positions, with its LM head, give what the
+    teacher itself gives (KL, perplexities, across tokenizers too), saved and loaded back; a stored
+    set that lacks an answer says which, and the row then runs the teacher."""
+    from fsku.distill.quality import (answer_quality, first_missing, load_teacher_states, save_teacher_states,
+                                      teacher_states)
+
+    student, teacher = tiny_gemma(layers=1, seed=1).eval(), tiny_gemma(layers=2, seed=2).eval()
+    examples = [{"prompt": "질문 " * (3 + 5 * i), "chosen": "답변 " * (2 + 3 * (i % 3)),
+                 **({"teacher_prompt": "지시 " * 4 + "질문 " * (3 + 5 * i)} if i % 2 else {})} for i in range(5)]
+    examples.append({"prompt": "질문 " * 40, "chosen": "잘린 답"})  # cut away whole at max_length 30: not measured
+    states = teacher_states(teacher, examples, gemma_tokenizer, 30)
+    assert len(states.ids) >= 5 and all(len(h) for h in states.hidden)  # its own cut may add sequences
+    save_teacher_states(states, tmp_path / "s.safetensors")
+    loaded = load_teacher_states(tmp_path / "s.safetensors", teacher)
+    assert loaded.ids == states.ids and all(torch.equal(a, b) for a, b in zip(loaded.hidden, states.hidden))
+    assert first_missing(loaded, examples, gemma_tokenizer, 30) is None
+    for size in (1, 3):
+        ref = answer_quality(student, teacher, examples, gemma_tokenizer, 30, chunk=4, batch_size=size)
+        got = answer_quality(student, loaded, examples, gemma_tokenizer, 30, chunk=4, batch_size=size)
+        assert got["tokens"] == ref["tokens"] > 0
+        for k in ("kl", "student_ppl", "teacher_ppl"):
+            assert got[k] == pytest.approx(ref[k], rel=1e-4, abs=1e-4), k
+    cross = answer_quality(student, loaded, examples, gemma_tokenizer, 30, teacher_tokenizer=gemma_tokenizer)
+    cross_ref = answer_quality(student, teacher, examples, gemma_tokenizer, 30, teacher_tokenizer=gemma_tokenizer)
+    assert cross["teacher_ppl"] == pytest.approx(cross_ref["teacher_ppl"], rel=1e-4)
+    # an answer the teacher did not give (or another tokenization of it) is not in the states
+    other = [*examples[:2], {**examples[2], "chosen": "다른 답"}, *examples[3:]]
+    assert first_missing(loaded, other, gemma_tokenizer, 30) == 2
+    with pytest.raises(ValueError, match="hidden size 32, but the teacher's LM head takes 64"):
+        load_teacher_states(tmp_path / "s.safetensors", tiny_gemma(layers=1, hidden=64))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"train_rows": 1}, "1 pair(s); distillation needs at least 2"),
     ({"max_length": 20}, "leave no answer tokens within train.max_length 20"),

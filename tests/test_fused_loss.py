@@ -5,7 +5,8 @@ loss name, per-pair skews, soft-capped and scaled heads."""
 import pytest
 import torch
 
-from fsku.distill.fused import Head, fused_distill_loss, fused_pair_alphas, hidden_label_logprobs
+from fsku.distill.fused import fused_distill_loss, fused_pair_alphas, hidden_label_logprobs
+from fsku.distill.head import Head
 from fsku.distill.losses import IGNORE, KINDS, adaptive_pair_alphas, dense_distill_loss, distill_loss, label_logprobs
 
 N_PAIRS, T, H, HT, V = 2, 9, 6, 8, 40
@@ -106,7 +107,7 @@ def test_on_real_models_the_trainer_paths_agree(arch):
     from peft import LoraConfig, get_peft_model
 
     from conftest import tiny_gemma, tiny_qwen2
-    from fsku.distill.fused import head_of
+    from fsku.distill.head import head_of
     from fsku.distill.trainer import last_hidden_state
 
     if arch.startswith("gemma"):

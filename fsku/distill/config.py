@@ -64,7 +64,7 @@ class TrainConfig:
     teacher_logits: Literal["online", "cached"] = field(
         "online", doc="online: the teacher runs beside the student on every step; cached: its top-k "
         "distributions from the teacher_logits stage (data/teacher_logits), no teacher while training")
-    fused_loss: bool = field(False, doc="the loss from hidden states and LM heads, chunk by chunk (the full "
+    fused_loss: bool = field(True, doc="the loss from hidden states and LM heads, chunk by chunk (the full "
                              "logits never exist); false: from both models' full response logits")
     epochs: float = field(2.0, gt=0.0)
     max_steps: int = field(-1, ge=-1, doc="stop after this many optimizer steps; -1 = by epochs")

@@ -21,48 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fsku.distill.losses import IGNORE, KIND_ID, LossOutput, _divergence, adaptive_alphas, seq_mean_prob
-
-
-@dataclass(frozen=True)
-class Head:
-    """What turns a model's last hidden states into its logits: ``cap * tanh(scale * h @ W.T / cap)``
-    (Gemma 2's final soft-cap; scale as Cohere's ``logit_scale``), or plain ``h @ W.T``."""
-    weight: torch.Tensor            # [V, H]
-    scale: float = 1.0
-    softcap: float | None = None
-
-    def logits(self, hidden: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits in ``dtype``, d logits / d raw logits for the chain rule, or None when it is 1)."""
-        z = (hidden.to(self.weight.dtype) @ self.weight.T).to(dtype)
-        if self.scale != 1.0:
-            z = z * self.scale
-        if self.softcap is None:
-            return z, None
-        t = torch.tanh(z / self.softcap)
-        return t * self.softcap, (1 - t * t) * self.scale
-
-    @property
-    def backward_scale(self) -> float:
-        """d logits / d raw logits when it is a constant (no soft-cap): the scale."""
-        return self.scale if self.softcap is None else 1.0
-
-
-def head_of(model) -> Head:
-    """The LM head of a transformers model (PEFT-wrapped or not) with its config's logit transforms."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    scale = getattr(cfg, "logit_scale", None)
-    if scale is None and getattr(cfg, "logits_scaling", None):  # Granite divides by it
-        scale = 1.0 / cfg.logits_scaling
-    for name in ("output_multiplier", "lm_head_multiplier"):
-        if scale is None and getattr(cfg, name, None) is not None:
-            scale = getattr(cfg, name)
-    head = model.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
-        raise ValueError(f"{type(head).__name__}: an LM head with a bias is not supported by the fused loss; "
-                         "set train.fused_loss: false")
-    return Head(head.weight, float(scale) if scale is not None else 1.0,
-                getattr(cfg, "final_logit_softcapping", None))
+from fsku.distill.head import Head
+from fsku.distill.losses import IGNORE, KIND_ID, LossOutput, _divergence, pair_alphas
 
 
 @dataclass(frozen=True)
@@ -188,17 +148,10 @@ def fused_pair_alphas(hidden, head: Head, t_hidden, t_head: Head | None, targets
                       t_logprobs: torch.Tensor | None = None):
     """``losses.adaptive_pair_alphas`` from hidden states; the teacher's answer-token log-probs from
     its hidden states and head, or given (``t_logprobs`` [N, T], as the teacher cache keeps them)."""
-    mask = (targets != IGNORE).float()
-    q = seq_mean_prob(hidden_label_logprobs(hidden.detach(), head, targets, chunk), mask)
     if t_logprobs is None:
         t_logprobs = hidden_label_logprobs(t_hidden.detach(), t_head, targets, chunk)
-    p = seq_mean_prob(t_logprobs * mask, mask)
-    gap_chosen, gap_rejected = p[:n_pairs] - q[:n_pairs], q[n_pairs:] - p[n_pairs:]
-    if anchors is None:
-        means = reduce(torch.stack([gap_chosen.mean(), gap_rejected.mean()]))
-        anchors = {"chosen": float(means[0]), "rejected": float(means[1])}
-    return (adaptive_alphas(gap_chosen, anchors["chosen"], base1),
-            adaptive_alphas(gap_rejected, anchors["rejected"], base2), anchors)
+    return pair_alphas(hidden_label_logprobs(hidden.detach(), head, targets, chunk), t_logprobs, targets, n_pairs,
+                       base1, base2, anchors, reduce)
 
 
 def fused_distill_loss(hidden: torch.Tensor, head: Head, t_hidden: torch.Tensor | None, t_head: Head | None,

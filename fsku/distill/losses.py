@@ -139,11 +139,18 @@ def adaptive_alphas(gap: torch.Tensor, anchor: float, base: float) -> torch.Tens
 def adaptive_pair_alphas(student_logits, teacher_logits, targets, n_pairs: int, base1: float, base2: float,
                          anchors: dict | None = None, reduce=lambda t: t, chunk: int = 128):
     """Per-pair skews (alpha1 on chosen rows, alpha2 on rejected rows) and the anchors they are
-    measured against. Without anchors yet, this batch's mean gaps become them (``reduce`` averages
-    them over processes)."""
+    measured against, from the full logits (``pair_alphas``)."""
+    return pair_alphas(label_logprobs(student_logits.detach(), targets, chunk),
+                       label_logprobs(teacher_logits.detach(), targets, chunk), targets, n_pairs, base1, base2,
+                       anchors, reduce)
+
+
+def pair_alphas(student_lp, teacher_lp, targets, n_pairs: int, base1: float, base2: float,
+                anchors: dict | None = None, reduce=lambda t: t):
+    """Per-pair skews from each model's answer-token log-probabilities [N, T]. Without anchors yet,
+    this batch's mean gaps become them (``reduce`` averages them over processes)."""
     mask = (targets != IGNORE).float()
-    q = seq_mean_prob(label_logprobs(student_logits.detach(), targets, chunk), mask)
-    p = seq_mean_prob(label_logprobs(teacher_logits.detach(), targets, chunk), mask)
+    q, p = seq_mean_prob(student_lp * mask, mask), seq_mean_prob(teacher_lp * mask, mask)
     gap_chosen = p[:n_pairs] - q[:n_pairs]       # how far below the teacher the student is on its answers
     gap_rejected = q[n_pairs:] - p[n_pairs:]     # how much more the student likes its own answers
     if anchors is None:

@@ -20,7 +20,8 @@ from trl import DPOTrainer
 from trl.models.utils import _ForwardRedirection
 
 from fsku.distill.config import TrainConfig
-from fsku.distill.fused import fused_distill_loss, fused_pair_alphas, head_of
+from fsku.distill.fused import fused_distill_loss, fused_pair_alphas
+from fsku.distill.head import head_of
 from fsku.distill.losses import IGNORE, adaptive_pair_alphas, distill_loss
 from fsku.distill.pair_tokens import pair_token_ids
 from fsku.distill.teacher_cache import TeacherCache

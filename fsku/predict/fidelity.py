@@ -3,12 +3,16 @@ own answers, what distillation optimises, read beside each row's MCQ agreement w
 
 from __future__ import annotations
 
-from fsku.distill.quality import answer_quality
+import logging
+
+from fsku.distill.quality import answer_quality, first_missing
 from fsku.gen.choice import constrained_answer
 from fsku.gen.format import format_prompt
 from fsku.gen.prompts import user_prompt
 from fsku.models.compat import same_vocab
 from fsku.models.load import load_for_inference
+
+log = logging.getLogger(__name__)
 
 
 def teacher_examples(questions, teacher_records: list[dict], hits: dict[str, list[dict]], prompts_cfg,
@@ -28,17 +32,31 @@ def teacher_examples(questions, teacher_records: list[dict], hits: dict[str, lis
     return out
 
 
-def kl_to_teacher(model_dir, teacher, examples: list[dict], max_length: int, teacher_tokenizer=None) -> dict:
+def kl_to_teacher(model_dir, teacher, examples: list[dict], max_length: int, teacher_tokenizer=None,
+                  states=None) -> dict:
     """``answer_quality`` of the model in ``model_dir`` (plain, adapter or quantized) against a loaded
     teacher. A model with another tokenizer than ``teacher_tokenizer`` has no token KL (None): its
-    prompts are formatted its own way and each perplexity is over each model's tokens."""
+    prompts are formatted its own way and each perplexity is over each model's tokens.
+
+    ``states``: the teacher's ``TeacherStates`` for these examples (its row computed them): used
+    instead of running the teacher again when they cover every answer, else the teacher runs and
+    the result says which (``teacher_side``: "states" or "model")."""
     model, tokenizer = load_for_inference(model_dir)
     try:
-        if teacher_tokenizer is not None and not same_vocab(teacher_tokenizer, tokenizer):
+        cross = teacher_tokenizer is not None and not same_vocab(teacher_tokenizer, tokenizer)
+        if cross:
             examples = [{**ex, "prompt": format_prompt(tokenizer, ex["user"]), "teacher_prompt": ex["prompt"]}
                         for ex in examples]
-            return answer_quality(model.eval(), teacher, examples, tokenizer, max_length,
-                                  teacher_tokenizer=teacher_tokenizer)
-        return answer_quality(model.eval(), teacher, examples, tokenizer, max_length)
+        side = teacher
+        if states is not None:
+            missing = first_missing(states, examples, tokenizer, max_length, teacher_tokenizer if cross else None)
+            if missing is None:
+                side = states
+            else:
+                log.warning("KL to the teacher: its stored states lack answer %d (another tokenization or set of "
+                            "answers); running the teacher instead", missing)
+        q = answer_quality(model.eval(), side, examples, tokenizer, max_length,
+                           teacher_tokenizer=teacher_tokenizer if cross else None)
+        return {**q, "teacher_side": "states" if side is states else "model"}
     finally:
         del model
