@@ -91,8 +91,9 @@ def main() -> None:
         states = states_file(args.teacher_answers) if args.teacher_answers else None
         summary, lines = answer_row(args.row, teacher, **ctx, states=states)
         if args.row == "teacher":  # what every other row's KL needs of the teacher, computed once
-            write_teacher_states(lines, questions, hits, prompts_cfg, gen_cfg.max_model_len,
-                                 states_file(Path(args.rows_dir) / "teacher.jsonl"))
+            summary["seconds"]["states"] = write_teacher_states(lines, questions, hits, prompts_cfg,
+                                                                gen_cfg.max_model_len,
+                                                                states_file(Path(args.rows_dir) / "teacher.jsonl"))
         write_jsonl(Path(args.rows_dir) / f"{args.row}.jsonl", lines)
         write_json(Path(args.row_metrics) / f"{args.row}.json", summary)
         return
@@ -188,8 +189,9 @@ def fidelity(summary: dict, row: str, teacher: list[dict], questions, hits, prom
     summary["kl_to_teacher"] = q["kl"]
     summary["fidelity"] = {"answers": len(examples), "tokens": q["tokens"], "ppl": q["student_ppl"],
                            "teacher_ppl": q["teacher_ppl"], "teacher_side": q["teacher_side"]}
+    summary["seconds"]["kl"] = round(time.perf_counter() - t, 1)
     print(f"{row}: KL to the teacher {q['kl']} on its {len(examples)} answers ({q['tokens']} tokens; the "
-          f"teacher's side from its {q['teacher_side']}) in {time.perf_counter() - t:.0f} s", flush=True)
+          f"teacher's side from its {q['teacher_side']}) in {summary['seconds']['kl']:.0f} s", flush=True)
 
 
 def states_file(teacher_answers: str | Path) -> Path:
@@ -197,9 +199,9 @@ def states_file(teacher_answers: str | Path) -> Path:
     return Path(teacher_answers).with_name("teacher_states.safetensors")
 
 
-def write_teacher_states(lines: list[dict], questions, hits, prompts_cfg, max_length: int, path: Path) -> None:
+def write_teacher_states(lines: list[dict], questions, hits, prompts_cfg, max_length: int, path: Path) -> float:
     """The teacher's last hidden states on its own answers as the other rows' KL reads them
-    (``fsku.distill.quality.teacher_states``)."""
+    (``fsku.distill.quality.teacher_states``); returns the seconds it took."""
     from fsku.distill.quality import save_teacher_states, teacher_states
     from fsku.models.load import load_for_inference
     from fsku.predict.fidelity import teacher_examples
@@ -209,8 +211,10 @@ def write_teacher_states(lines: list[dict], questions, hits, prompts_cfg, max_le
     states = teacher_states(model, teacher_examples(questions, lines, hits, prompts_cfg, tokenizer), tokenizer,
                             max_length)
     save_teacher_states(states, path)
+    seconds = round(time.perf_counter() - t, 1)
     print(f"teacher: its states on {len(states.ids)} answers ({sum(len(h) for h in states.hidden)} tokens) "
-          f"in {time.perf_counter() - t:.0f} s", flush=True)
+          f"in {seconds:.0f} s", flush=True)
+    return seconds
 
 
 def teacher_shots(pool, search, prompts_cfg):

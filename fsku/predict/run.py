@@ -80,6 +80,8 @@ def answer_with_model(model_dir: str | Path, questions: list[Question], search, 
     fresh = [r for r in records if r["key"] not in answerer.cached_keys]
     stats = {"model": str(model_dir), "backend": backend.name, "backend_fallback": getattr(backend, "fallback", None), "load_s": round(load_s, 2),
              "answer_s": round(wall, 2), **timing(fresh, wall), "cached": answerer.stats["cached"],
+             "seconds": {"load": round(load_s, 1), "answer": round(wall, 1),  # where a row's time goes
+                         **{k: round(sum(r["seconds"] for r in fresh if r["type"] == k), 1) for k in ("mcq", "open")}},
              "fallbacks": _count(r["fallback"] for r in records if r["fallback"]),
              "modes": _count(r["mode"] for r in records),
              **answer_health(records, str(model_dir))}  # collapsed, mcq_distribution, degenerate_open
