@@ -422,7 +422,8 @@ def teacher_logits(work, name: str, top_k: int, teacher=None) -> tuple:
     """The teacher_logits stage in this process; returns (out dir, its metrics)."""
     from stages.teacher_logits import main
 
-    (work / f"{name}.tl.yaml").write_text(yaml.safe_dump({"teacher_logits": {"top_k": top_k, "batch_size": 3}}))
+    (work / f"{name}.tl.yaml").write_text(yaml.safe_dump({"teacher_logits": {"top_k": top_k, "batch_size": 3},
+                                                          "train": {"teacher_logits": "cached"}}))
     argv = ["stages.teacher_logits", "--params", str(work / f"{name}.tl.yaml"), "--pairs", str(work / "pairs"),
             "--teacher", str(teacher or work / "teacher"), "--out", str(work / name), "--metrics",
             str(work / f"{name}.json")]
@@ -433,6 +434,26 @@ def teacher_logits(work, name: str, top_k: int, teacher=None) -> tuple:
     finally:
         mp.undo()
     return work / name, json.loads((work / f"{name}.json").read_text())
+
+
+def test_teacher_logits_stage_runs_no_teacher_when_distill_runs_it(work, monkeypatch):
+    """train.teacher_logits online: the stage writes a note and no logits, the same out whatever
+    top_k says (so DVC does not rerun distill for it); a cached distill pointed at it says why."""
+    from fsku.distill.teacher_cache import NOT_COMPUTED, TeacherCache
+    from stages.teacher_logits import main
+
+    outs = []
+    for k in (8, 16):
+        (work / f"online{k}.yaml").write_text(yaml.safe_dump({"teacher_logits": {"top_k": k}, "train": {}}))
+        monkeypatch.setattr(sys, "argv", ["stages.teacher_logits", "--params", str(work / f"online{k}.yaml"),
+                                          "--pairs", str(work / "pairs"), "--teacher", str(work / "missing-teacher"),
+                                          "--out", str(work / f"online{k}"), "--metrics", str(work / f"online{k}.json")])
+        main()  # no teacher is loaded: the path given does not even exist
+        outs.append({f.name: f.read_bytes() for f in (work / f"online{k}").iterdir()})
+        assert json.loads((work / f"online{k}.json").read_text())["computed"] is False
+    assert outs[0] == outs[1] and list(outs[0]) == [NOT_COMPUTED]
+    with pytest.raises(FileNotFoundError, match="it ran while train.teacher_logits was online"):
+        TeacherCache.load(work / "online8")
 
 
 def test_teacher_logits_hold_the_teachers_top_k(work, gemma_tokenizer):

@@ -91,10 +91,10 @@ FROM_SFT = {"sft", "student_gen", "gen_report"} | FROM_PAIRS
     ("pairs.seed", FROM_SFT),
     ("pairs.strategy", FROM_PAIRS),
     ("teacher_logits.top_k", {"teacher_logits"} | FROM_DISTILL),
-    ("train.teacher_logits", FROM_DISTILL),  # the training settings never recompute the teacher's logits
+    ("train.teacher_logits", {"teacher_logits"} | FROM_DISTILL),  # online computes none; cached needs them
+    ("train.beta", FROM_DISTILL),  # the training settings never recompute the teacher's logits
     ("sft.steps", FROM_SFT),
     ("sft.lora.enabled", FROM_SFT),
-    ("train.beta", FROM_DISTILL),
     ("train.lora.r", FROM_DISTILL),
     ("prompts.top_k", {"prompts", "teacher_gen"} | FROM_SFT | EVAL),
     ("chunk.size", {"chunk", "index", "prompts", "teacher_gen"} | FROM_SFT | EVAL),

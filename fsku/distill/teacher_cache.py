@@ -28,6 +28,7 @@ from fsku.distill.fused import TopK
 from fsku.distill.pair_tokens import pair_token_ids
 
 FILE = "train.safetensors"
+NOT_COMPUTED = "NOT_COMPUTED.txt"  # the stage's out when train.teacher_logits is online
 SIDES = ("chosen", "rejected")
 
 
@@ -111,7 +112,8 @@ class TeacherCache:
 
         f = Path(directory) / FILE
         if not f.exists():
-            raise FileNotFoundError(f"{f}: no cached teacher logits; run the teacher_logits stage "
+            why = " (it ran while train.teacher_logits was online)" if (Path(directory) / NOT_COMPUTED).exists() else ""
+            raise FileNotFoundError(f"{f}: no cached teacher logits{why}; run the teacher_logits stage "
                                     "(dvc repro teacher_logits) or set train.teacher_logits: online")
         with safe_open(str(f), "pt") as h:
             meta = json.loads((h.metadata() or {}).get("fsku", "{}"))
