@@ -91,8 +91,9 @@ def experiments(prefix: str) -> dict[str, dict]:
     out = {}
     # `dvc exp show` lists queued and running experiments too, with the workspace's metrics (its
     # status field stays empty here): the queue says which of its tasks finished
-    unfinished = {line.split()[1] for line in dvc("queue", "status").splitlines()[1:]
-                  if len(line.split()) > 2 and line.split()[-1] != "Success"}
+    tasks = [line.split() for line in dvc("queue", "status").splitlines()[1:] if len(line.split()) > 2]
+    # a name queued again after a failed or killed run is finished once any of its tasks succeeded
+    unfinished = {t[1] for t in tasks if t[-1] != "Success"} - {t[1] for t in tasks if t[-1] == "Success"}
     for baseline in json.loads(dvc("exp", "show", "--json", "-A")):
         for exp in baseline.get("experiments") or []:
             name = exp.get("name") or ""
