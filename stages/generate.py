@@ -7,8 +7,11 @@ With gen.shards > 1, run one shard per machine (gen.shard_index), copy the parti
 """
 
 import gc
+import os
 import sys
 from pathlib import Path
+
+import torch
 
 from fsku.config import load_section
 from fsku.gen.backends import TransformersBackend, make_backend
@@ -52,6 +55,10 @@ def main() -> None:
                                  cfg.teacher_mcq)
         del scorer
         gc.collect()
+    if not torch.cuda.is_available():
+        # vLLM's engine core in this process instead of a spawned one: half the CPU build's start-up
+        # (benchmarks/bench_vllm_start.py), the same generations; a user's own setting wins
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if args.merge:
         from transformers import AutoTokenizer
 
