@@ -179,8 +179,10 @@ def dig(data, path):
     return data
 
 
-def num(x: float) -> str:
-    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3f}"
+def num(x: float, scale: float | None = None) -> str:
+    """Whole numbers for figures of 100 and up (seconds, MB), else 3 decimals; a spread takes its
+    mean's format (``scale``)."""
+    return f"{x:.0f}" if abs(x if scale is None else scale) >= 100 else f"{x:.3f}"
 
 
 def report(markdown: bool, prefix: str = PREFIX) -> None:
@@ -202,7 +204,8 @@ def report(markdown: bool, prefix: str = PREFIX) -> None:
             elif len(values) == 1:
                 cells.append(num(values[0]))
             else:
-                cells.append(f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))}")
+                mean = statistics.mean(values)
+                cells.append(f"{num(mean)} ± {num(statistics.stdev(values), mean)}")
         rows.append([name, str(len(runs)), *cells])
     header = ["method", "seeds", *(c[0] for c in COLUMNS)]
     machines = sorted({m.get("machine") or "unknown machine" for m in found.values()})
