@@ -3,7 +3,9 @@ default teacher in a fresh process, generates once (8 prompts, 16 tokens) and ex
 
     python benchmarks/bench_vllm_start.py [--variants default no_mp kv1] [--runs 1]
 
-Variants: ``default`` (the pipeline's settings), ``no_mp`` (VLLM_ENABLE_V1_MULTIPROCESSING=0: the
+The engine gets ``GenConfig()``'s defaults (batch 8; params.yaml's ``gen.batch_size`` is 32).
+Variants: ``default`` (vLLM's own: the engine core in a spawned process; the generation stages
+now set ``no_mp`` on CPU themselves), ``no_mp`` (VLLM_ENABLE_V1_MULTIPROCESSING=0: the
 engine core in the calling process, no spawned interpreter), ``kv1`` (VLLM_CPU_KVCACHE_SPACE=1: a
 1 GiB KV cache instead of the default). Needs `models/teacher` (`make run`).
 """
