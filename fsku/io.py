@@ -120,3 +120,30 @@ def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
     for key in _LOAD_TIME_KEYS:
         tokenizer.init_kwargs.pop(key, None)
     tokenizer.save_pretrained(str(out_dir))
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def cached_tokenizer(source: str | Path):
+    """``AutoTokenizer.from_pretrained(source)``, parsed once per process for each tokenizer content:
+    an eval row reads its own model's, then the teacher's, then its own again, and distill the
+    student's and the teacher's, usually the very same 262,144-token tokenizer (seconds a load). Each
+    caller gets a shallow copy: its own chat template; the parsed vocabulary, padding side and
+    special tokens are shared (set only to "left" and to the EOS pad, the same way by every caller)."""
+    import copy
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    if not Path(source).is_dir():  # a hub id: the hub's own cache
+        return AutoTokenizer.from_pretrained(str(source))
+    digest = hashlib.sha256()
+    for f in sorted(Path(source).glob("*")):
+        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "chat_template", "added_tokens"))
+                            or f.suffix in (".model", ".tiktoken")):
+            digest.update(f.name.encode() + f.read_bytes())
+    key = digest.hexdigest()
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(source))
+    return copy.copy(_TOKENIZERS[key])

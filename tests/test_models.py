@@ -77,6 +77,29 @@ def test_model_stages_convert_the_embedded_teacher(tmp_path):
     assert torch.equal(student.model.layers[1].self_attn.q_proj.weight, teacher.model.layers[3].self_attn.q_proj.weight)
 
 
+def test_model_only_gguf_keeps_every_tensor_and_setting(tmp_path):
+    """The copy transformers' GGUF loader reads: the tokenizer's arrays gone, the vocabulary size
+    in their place, every other field and every tensor's bytes as in the file."""
+    from fsku.embedding.gguf_file import read_gguf, write_model_only
+    from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
+
+    src = read_gguf(resolve_gguf(DEFAULT_SOURCE))
+    lean = read_gguf(write_model_only(src.path, tmp_path / "lean.gguf"))
+    dropped = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"}
+    assert dropped <= set(src.fields) and not dropped & set(lean.fields)
+    assert lean.fields.pop("gemma3.vocab_size") == src.fields["tokenizer.ggml.tokens"] == 262144
+    assert {k: str(v) for k, v in lean.fields.items()} == {k: str(v) for k, v in src.fields.items() if k not in dropped}
+    assert [(t.name, t.shape, t.ggml_type) for t in lean.tensors.values()] == \
+        [(t.name, t.shape, t.ggml_type) for t in src.tensors.values()]
+    with open(src.path, "rb") as a, open(lean.path, "rb") as b:
+        for name in ("token_embd.weight", "blk.17.ffn_down.weight", "output_norm.weight"):
+            size = (src.tensors[name].offset - src.data_start, lean.tensors[name].offset - lean.data_start)
+            assert size[0] == size[1], name
+            a.seek(src.tensors[name].offset)
+            b.seek(lean.tensors[name].offset)
+            assert a.read(1 << 16) == b.read(1 << 16), name
+
+
 def test_missing_local_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_causal_lm(str(tmp_path / "nope"))

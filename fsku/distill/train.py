@@ -23,7 +23,7 @@ from fsku.config import ConfigError
 from fsku.distill.config import TrainConfig
 from fsku.distill.quality import answer_quality
 from fsku.distill.examples import check_examples, load_examples
-from fsku.io import atomic_dir, save_tokenizer, write_json
+from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer, write_json
 from fsku.models.compat import TokenizerMismatch, check_and_align, same_vocab
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def measure_before(trainer, teacher, test: list[dict], tokenizer, cfg: TrainConf
 def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir: str, out_dir: Path,
                 ckpt_dir: Path, log_dir: Path, metrics_file: Path, teacher_logits_dir: Path | None = None) -> dict:
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig
 
     from fsku.distill.trainer import DistillTrainer
@@ -158,8 +158,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         from fsku.distill.teacher_cache import TeacherCache
 
         cache = TeacherCache.load(teacher_logits_dir or Path("data/teacher_logits"))
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
+    tokenizer = cached_tokenizer(student_dir)
+    teacher_tok = cached_tokenizer(teacher_dir)  # usually the same files: parsed once
     cross = not same_vocab(teacher_tok, tokenizer)
     check_method(cfg, cross)
     train = load_examples(pairs_dir / "train.jsonl", tokenizer, teacher_tok, cfg.teacher_system, cross)

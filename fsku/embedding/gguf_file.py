@@ -37,6 +37,10 @@ class GGUFFile:
     fields: dict[str, object] = field(default_factory=dict)  # scalars, strings, numeric arrays; string arrays -> length
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     header_end: int = 0      # end of the key/value metadata (the tokenizer lives there)
+    version: int = 3
+    spans: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> (value type, first byte, end)
+    infos_end: int = 0       # end of the tensor table
+    data_start: int = 0      # first byte of the (aligned) tensor data
 
     def metadata_digest(self) -> str:
         """sha256 of the header's key/value metadata: what a tokenizer converted from it depends on."""
@@ -105,10 +109,13 @@ def read_gguf(path: str | Path) -> GGUFFile:
                 return items, pos
             raise ValueError(f"{path}: unknown GGUF value type {vtype} at byte {pos}")
 
+        out.version = version
         for _ in range(n_kv):
+            start = pos
             key, pos = string(pos)
             (vtype,) = struct.unpack_from("<I", mm, pos)
             out.fields[key], pos = value(vtype, pos + 4)
+            out.spans[key] = (vtype, start, pos)
         out.header_end = pos
         infos = []
         for _ in range(n_tensors):
@@ -119,10 +126,40 @@ def read_gguf(path: str | Path) -> GGUFFile:
             pos += 4 + 8 * n_dims + 12
             infos.append((name, tuple(int(d) for d in reversed(dims)), ggml_type, offset))
         align = int(out.fields.get("general.alignment", 32))
-        data_start = pos + (-pos % align)
+        out.infos_end, data_start = pos, pos + (-pos % align)
+        out.data_start = data_start
         for name, shape, ggml_type, offset in infos:
             out.tensors[name] = TensorInfo(name, shape, ggml_type, data_start + offset)
     return out
+
+
+def write_model_only(path: str | Path, dst: str | Path) -> Path:
+    """A copy of the GGUF file at ``dst`` without the tokenizer's arrays (vocabulary, scores, token
+    types, merges), its vocabulary size written as ``<arch>.vocab_size`` instead: what
+    ``transformers`` needs to build the model. Its GGUF loader parses every field with
+    ``gguf.GGUFReader``, about 15 seconds for a 262k-token vocabulary, and twice per model load
+    (config, then weights); the tokenizer comes from ``load_tokenizer`` instead. Tensor table and
+    data are copied byte for byte (their offsets are relative to the data start)."""
+    src = read_gguf(path)
+    arch = src.fields.get("general.architecture")
+    drop = [k for k, (vtype, _, _) in src.spans.items() if vtype == _ARRAY and k.startswith("tokenizer.")]
+    extra = b""
+    vocab_key = f"{arch}.vocab_size"
+    if arch and vocab_key not in src.fields and "tokenizer.ggml.tokens" in src.fields:
+        name = vocab_key.encode()
+        extra = struct.pack("<Q", len(name)) + name + struct.pack("<II", 4, int(src.fields["tokenizer.ggml.tokens"]))
+    kept = [k for k in src.spans if k not in drop]
+    align = int(src.fields.get("general.alignment", 32))
+    with open(src.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, open(dst, "wb") as out:
+        out.write(b"GGUF" + struct.pack("<IQQ", src.version, len(src.tensors), len(kept) + bool(extra)))
+        for k in kept:
+            out.write(mm[src.spans[k][1]:src.spans[k][2]])
+        out.write(extra)
+        out.write(mm[src.header_end:src.infos_end])
+        out.write(b"\0" * (-out.tell() % align))
+        for start in range(src.data_start, len(mm), 1 << 26):
+            out.write(mm[start:min(len(mm), start + (1 << 26))])
+    return Path(dst)
 
 
 def cache_root() -> Path:

