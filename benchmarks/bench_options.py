@@ -17,7 +17,6 @@ import argparse
 import time
 
 import torch
-from common import ROOT, machine
 
 from fsku.config import load_section
 from fsku.gen.backends import TransformersBackend, option_sequences
@@ -28,6 +27,8 @@ from fsku.gen.prompts import cloze_prompt, user_prompt
 from fsku.predict.run import load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
+
+from common import ROOT, machine
 
 
 def naive_option(backend, prompt: str, options: list[str]) -> list[float]:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, machine, pct
 
 from fsku.config import from_dict
 from fsku.io import read_jsonl, write_jsonl
@@ -28,6 +27,8 @@ from fsku.retrieval.build import build_index
 from fsku.retrieval.config import IndexConfig
 from fsku.retrieval.evaluate import load_queries
 from fsku.retrieval.hybrid import Retriever
+
+from common import ROOT, machine, pct
 
 
 def synthetic(chunks: list[dict], n: int, seed: int = 0) -> list[dict]:

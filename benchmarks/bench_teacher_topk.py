@@ -38,7 +38,7 @@ def error(ks: list[int], limit: int, loss: str) -> None:
 
     from fsku.distill.examples import load_examples
     from fsku.distill.fused import TopK, fused_distill_loss
-    from fsku.distill.head import Head, head_of
+    from fsku.distill.head import head_of
     from fsku.distill.teacher_cache import sequences
     from fsku.distill.trainer import last_hidden_state, response_targets
 
@@ -117,7 +117,8 @@ def train(ks: list[int]) -> None:
     print("| teacher | top-k mass (mean) | test KL before | test KL after | train s | peak MB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
-        print(f"| {name} | {r['held']:.4f} | {r['kl_before']} | {r['kl_after']} | {r['train_s']} | {r['peak_memory_mb']:.0f} |")
+        print(f"| {name} | {r['held']:.4f} | {r['kl_before']} | {r['kl_after']} | {r['train_s']} "
+              f"| {r['peak_memory_mb']:.0f} |")
 
 
 def main() -> None:

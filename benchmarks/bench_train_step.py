@@ -277,7 +277,8 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"teacher {args.teacher}, student {args.student}, pairs {args.pairs}")
-    print(f"{args.batch} pairs per step, {args.warmup} warm-up + {args.steps} timed steps, each variant in a fresh process"
+    print(f"{args.batch} pairs per step, {args.warmup} warm-up + {args.steps} timed steps, "
+          "each variant in a fresh process"
           + (f", prompts cut to their last {args.prompt_chars} characters" if args.prompt_chars else ""))
     res = {}
     for variant in args.variants:
@@ -301,7 +302,8 @@ def main() -> None:
     first = next(iter(res.values()))
     print(f"device {first['device']}, max_length {first['max_length']}\n")
     cuda = first["cuda_peak_mb"] is not None
-    head = f"{'variant':11} {'s/step (median)':>16} {'tokens/s':>10} {'RSS loaded MB':>14} {'peak RSS MB':>12} {'training +MB':>13}"
+    head = (f"{'variant':11} {'s/step (median)':>16} {'tokens/s':>10} {'RSS loaded MB':>14} {'peak RSS MB':>12} "
+            f"{'training +MB':>13}")
     print(head + (f" {'CUDA peak MB':>13}" if cuda else ""))
     for v, r in res.items():
         line = (f"{v:11} {r['s_per_step']:16.3f} {r['tokens_per_s']:10.1f} {r['rss_loaded_mb']:14.0f} "

@@ -55,7 +55,8 @@ def main() -> None:
                 print(f"{name}: failed\n{out.stderr[-2000:]}")
                 continue
             r = json.loads(line[7:])
-            print(f"{name:8s} process {wall:6.1f} s  imports {r['import_s']:5.1f} s  engine start {r['engine_s']:5.1f} s"
+            print(f"{name:8s} process {wall:6.1f} s  imports {r['import_s']:5.1f} s  "
+                  f"engine start {r['engine_s']:5.1f} s"
                   f"  first call {r['first_call_s']:5.1f} s")
 
 

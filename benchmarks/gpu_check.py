@@ -11,7 +11,8 @@ Each step is timed and reported even when it fails (its error kept), so one run 
 1. `env`: the device, its memory, library versions, which optional packages import.
 2. `loss`: the DistiLLM-2 loss, forward + backward, at real size (vocabulary 151,936, 1,024
    positions, 8 rows) from hidden states and LM heads: fused (fsku/distill/fused.py), chunked
-   (fsku/distill/losses.py on full logits) and dense, time and peak GPU memory each (`benchmarks/bench_loss.py`'s own measurement, in processes of their own).
+   (fsku/distill/losses.py on full logits) and dense, time and peak GPU memory each (`benchmarks/bench_loss.py`'s
+   own measurement, in processes of their own).
 3. `distill`: the stage's `run_distill` in bf16 on CUDA with tiny random-init Qwen2 models (teacher
    4 layers, student 2 layers of another width, embeddings padded as Qwen2.5-7B's and 1.5B's) and
    Qwen2.5's tokenizer: steps, KL before and after, where "before" was measured, peak memory.
@@ -85,7 +86,8 @@ def step_loss(device: str, vocab: int, seq: int, batch: int) -> dict:
                                "--vocab", str(vocab), "--seq", str(seq), "--batch", str(batch), "--repeat", "2",
                                "--device", device], capture_output=True, text=True, cwd=ROOT)
         out[variant] = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0
-                        else {"error": proc.stderr.strip().splitlines()[-1][:400] if proc.stderr.strip() else proc.returncode})
+                        else {"error": proc.stderr.strip().splitlines()[-1][:400] if proc.stderr.strip()
+                              else proc.returncode})
     for v in ("fused", "chunked"):
         if "seconds" in out[v] and "seconds" in out["dense"]:
             out[f"time_ratio_{v}_over_dense"] = round(out[v]["seconds"] / out["dense"]["seconds"], 3)
@@ -130,7 +132,8 @@ def step_distill(work: Path, tokenizer_dir: Path) -> dict:
     for i, q in enumerate(QUESTIONS):
         user = {"role": "user", "content": f"다음 질문에 답하세요.\n\n{q}"}
         rows.append({"prompt_id": f"p{i}", "question_id": f"Q{i}",
-                     "chosen": [user, {"role": "assistant", "content": f"정답: {i % 4 + 1}. 관련 규정에 따라 즉시 조치한다."}],
+                     "chosen": [user, {"role": "assistant",
+                                        "content": f"정답: {i % 4 + 1}. 관련 규정에 따라 즉시 조치한다."}],
                      "rejected": [user, {"role": "assistant", "content": f"잘 모르겠습니다 {i}"}]})
     for name, part in (("train", rows[:6]), ("test", rows[6:])):
         (work / "pairs" / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part),

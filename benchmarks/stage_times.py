@@ -33,7 +33,8 @@ def main() -> None:
         sys.stdout.write(line)
         m = MARK.search(line)
         if m:
-            how = "ran" if m.group(1) == "Running stage" else "skipped" if m.group(3) == " didn't change" else "restored"
+            how = ("ran" if m.group(1) == "Running stage" else "skipped" if m.group(3) == " didn't change"
+                   else "restored")
             marks.append((m.group(2), how, time.perf_counter() - start))
     code = proc.wait()
     end = time.perf_counter() - start

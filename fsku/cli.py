@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score", help="score a submission against FSKU answer files")
     s.add_argument("--pred", required=True, help="ID,Answer CSV")
-    s.add_argument("--gold", required=True, nargs="+", help="FSKU file(s) with Answer (MCQ and open-ended, one or two files)")
+    s.add_argument("--gold", required=True, nargs="+",
+                   help="FSKU file(s) with Answer (MCQ and open-ended, one or two files)")
     s.add_argument("--similarity", default=None,
                    help="sentence-transformers model for the open-ended cosine, or char-bigram "
                         "(default: models/encoder when built, else char-bigram)")

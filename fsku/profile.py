@@ -42,7 +42,8 @@ def sections() -> dict[str, type]:
 
     return {"chunk": ChunkConfig, "encoder": EncoderConfig, "index": IndexConfig, "teacher": TeacherConfig,
             "student": StudentConfig, "prompts": PromptsConfig, "gen": GenConfig, "pairs": PairsConfig,
-            "sft": SftConfig, "teacher_logits": TeacherLogitsConfig, "train": TrainConfig, "quant": QuantConfig, "eval": EvalConfig,
+            "sft": SftConfig, "teacher_logits": TeacherLogitsConfig, "train": TrainConfig, "quant": QuantConfig,
+            "eval": EvalConfig,
             "predict": PredictConfig}
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from fsku.questions import Question
 
 # "정답: 3", "정답은 (3)", "3 ...", "(3)"; not a list item "1. ..." (an echoed instruction starts so)
-_LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)|[\(\[]?([1-9])(?![\d.]))")
+_LEADING_CHOICE = re.compile(r"^\s*(?:정답\s*(?:은|는|:|：|=)?\s*(?:제\s*)?[\(\[]?\s*([1-9])(?!\d)"
+                             r"|[\(\[]?([1-9])(?![\d.]))")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _WORD_CHAR = re.compile(r"\w")
 MIN_ANSWER_HANGUL = 10   # the eval and train gold answers have 40 or more
@@ -56,7 +57,8 @@ def loop_reason(text: str, max_repeat_fraction: float = 0.5) -> str | None:
 
 def open_answer_problem(text: str, max_repeat_fraction: float = 0.5) -> str | None:
     """Why an open-ended answer says nothing (``empty``, ``punctuation``: no letter or digit at all,
-    ``no_hangul``: under 30% of its letters Hangul, ``repetition``), or None for an answer worth scoring. FSKU answers are Korean."""
+    ``no_hangul``: under 30% of its letters Hangul, ``repetition``), or None for an answer worth scoring. FSKU
+    answers are Korean."""
     stripped = text.strip()
     if not stripped:
         return "empty"

@@ -85,7 +85,8 @@ def main() -> None:
         teacher = None
         if args.row != "teacher":
             if args.teacher_answers is None:
-                raise ValueError(f"--row {args.row} needs --teacher-answers (the teacher row's {args.rows_dir}/teacher.jsonl; "
+                raise ValueError(f"--row {args.row} needs --teacher-answers "
+                                 f"(the teacher row's {args.rows_dir}/teacher.jsonl; "
                                  "'' = a report without the teacher)")
             teacher = read_rows(args.teacher_answers, questions) if args.teacher_answers else None
         states = states_file(args.teacher_answers) if args.teacher_answers else None

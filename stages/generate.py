@@ -75,7 +75,8 @@ def main() -> None:
 
     choose = (lambda batch: [choices.get(p["prompt_id"]) for p in batch]) if choices else None
     records, stats = run_generation(prompts, backend, fmt, sp, cfg, choose=choose,
-                                    model=model_dir, fingerprint=model_fingerprint(model_dir) + (cfg.teacher_mcq if choose else ""),
+                                    model=model_dir,
+                                    fingerprint=model_fingerprint(model_dir) + (cfg.teacher_mcq if choose else ""),
                                     partial_dir=Path(args.partial), who=args.who, merge_only=args.merge)
     if records is None:
         print(f"shard {cfg.shard_index}/{cfg.shards} done; run with --merge once every shard's partial file "
@@ -88,7 +89,8 @@ def main() -> None:
     for r in records:
         reasons[r["finish_reason"]] = reasons.get(r["finish_reason"], 0) + 1
     write_json(args.stats or f"data/gen/{args.who}.stats.json", {**answer_stats(prompts, records),
-        "stage": f"{args.who}_gen", "model": model_dir, **stats, "records": len(records), "finish_reasons": dict(sorted(reasons.items())),
+        "stage": f"{args.who}_gen", "model": model_dir, **stats, "records": len(records),
+        "finish_reasons": dict(sorted(reasons.items())),
         "mean_answer_tokens": round(sum(r["n_tokens"] for r in records) / len(records), 2),
         "mean_answer_chars": round(sum(len(r["text"]) for r in records) / len(records), 1),
         "prompts_truncated": sum(r["prompt_truncated"] for r in records)})

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from fsku.config import load_section
-from fsku.distill.quality import answer_quality
 from fsku.distill.examples import load_examples
+from fsku.distill.quality import answer_quality
 from fsku.io import write_json
 from fsku.models.load import load_for_inference
 from fsku.quantize import QuantConfig, dir_bytes, quantize, token_latency

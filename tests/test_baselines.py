@@ -13,19 +13,28 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, run, tiny_gemma
 from fsku.metric import CHAR_BIGRAM, Similarity, score_items, summarize
 from fsku.predict.answer import Answerer, Item
-from fsku.predict.baselines import (baseline_answers, best_baseline, evaluate_baselines, expected_random_accuracy,
-                                    gold_mode, margins, mcq_agreement)
+from fsku.predict.baselines import (
+    baseline_answers,
+    best_baseline,
+    evaluate_baselines,
+    expected_random_accuracy,
+    gold_mode,
+    margins,
+    mcq_agreement,
+)
 from fsku.predict.config import PredictConfig
 from fsku.predict.fallback import NO_CONTEXT_ANSWER, answer_from_context
 from fsku.predict.health import COLLAPSE_SHARE, answer_health, collapse, mcq_distribution
 from fsku.questions import Question, load_questions
 from fsku.scoring import char_ngram_cosine, keyword_score
 
+from conftest import ROOT, run, tiny_gemma
+
 OPTS4 = ["전자서명 인증서 발급", "접근매체 분실 신고", "개인정보 파기 절차", "망분리 예외 승인"]
-OPTS5 = ["정보보호 최고책임자 지정", "침해사고 보고 의무", "전산자료 백업 보관", "외부 주문등 위탁", "비상계획 수립 훈련"]
+OPTS5 = ["정보보호 최고책임자 지정", "침해사고 보고 의무", "전산자료 백업 보관", "외부 주문등 위탁",
+         "비상계획 수립 훈련"]
 OPEN_GOLD = "이용자는 접근매체를 분실한 때 즉시 금융회사에 통지하여야 한다."
 
 
@@ -37,8 +46,8 @@ def _questions():
             Question("M4", "", "외부 주문등 위탁 대상은?", OPTS5, answer="1"),
             Question("O1", "", "접근매체 분실 시 이용자의 의무를 설명하세요.", [], answer=OPEN_GOLD,
                      keywords=["접근매체", "통지"]),
-            Question("O2", "", "백업 정책을 설명하세요.", [], answer="전산자료는 주기적으로 백업하여 원격지에 보관한다.",
-                     keywords=["백업", "원격지"])]
+            Question("O2", "", "백업 정책을 설명하세요.", [],
+                     answer="전산자료는 주기적으로 백업하여 원격지에 보관한다.", keywords=["백업", "원격지"])]
 
 
 def _hits(text):
@@ -205,8 +214,9 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "eval": {"similarity_model": "char-bigram", "max_tokens": 4, "batch_size": 8},
         "gen": {"max_model_len": 512}, "prompts": {"top_k": 0}}))
-    proc = run([sys.executable, "-m", "stages.evaluate", "--questions", str(path), "--rows", "student", "sft", "teacher",
-                "--index", "", "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,
+    proc = run([sys.executable, "-m", "stages.evaluate", "--questions", str(path),
+                "--rows", "student", "sft", "teacher", "--index", "",
+                "--shots", str(ROOT / "data/raw/questions/train.csv")], cwd=tmp_path,
                env={"PYTHONPATH": str(ROOT)})
     # one child process per row, one at a time (each ends before the next starts), the teacher first
     events = [x for x in proc.stdout.splitlines() if x.startswith("row ")]
@@ -235,7 +245,8 @@ def test_evaluate_stage_reports_baselines_margins_and_teacher_agreement(tmp_path
     assert m["rows"]["teacher"]["teacher_agreement"] is None
     # fidelity: KL to the teacher on its own answers (4 MCQ in the taught format + its open answers)
     student, sft = m["rows"]["student"], m["rows"]["sft"]
-    assert student["kl_to_teacher"] == pytest.approx(0.0, abs=1e-4) and sft["kl_to_teacher"] > 1e-3  # two random-init models: near-uniform, close
+    # two random-init models: near-uniform, close
+    assert student["kl_to_teacher"] == pytest.approx(0.0, abs=1e-4) and sft["kl_to_teacher"] > 1e-3
     assert student["fidelity"]["answers"] == sft["fidelity"]["answers"] >= 4 and sft["fidelity"]["tokens"] > 0
     # the teacher's side of both came from what its row stored, not from running it again
     assert student["fidelity"]["teacher_side"] == sft["fidelity"]["teacher_side"] == "states"
@@ -313,11 +324,12 @@ def test_a_row_file_for_other_questions_is_refused_by_name(tmp_path):
 def test_fidelity_across_tokenizers_has_no_token_kl(tmp_path, gemma_tokenizer, qwen_tokenizer):
     """A row whose model tokenizes differently from the teacher (a gold student) gets no token KL,
     and each perplexity over its own model's tokens of the teacher's answer; the same tokenizer, a KL."""
-    from conftest import tiny_qwen2
+    from fsku.distill.quality import teacher_states
     from fsku.gen.format import format_prompt
     from fsku.models.load import save_model
-    from fsku.distill.quality import teacher_states
     from fsku.predict.fidelity import kl_to_teacher
+
+    from conftest import tiny_qwen2
 
     save_model(tiny_qwen2(layers=1), qwen_tokenizer, tmp_path / "qwen")
     save_model(tiny_gemma(layers=1, seed=4), gemma_tokenizer, tmp_path / "gemma")

@@ -4,10 +4,11 @@ import re
 import pymupdf
 import pytest
 
-from conftest import ROOT, render_source, run
 from fsku.chunking.config import ChunkConfig
 from fsku.chunking.extract import ExtractError, extract_pdf
 from fsku.chunking.pipeline import chunk_corpus
+
+from conftest import ROOT, render_source, run
 
 STATUTE = """# 제1장 총칙
 제1조(목적) 이 규정은 전자금융거래의 안전성과 신뢰성을 확보함을 목적으로 한다.

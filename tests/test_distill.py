@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, run, tiny_gemma, tiny_qwen2
 from fsku.models.load import save_model
+
+from conftest import ROOT, run, tiny_gemma, tiny_qwen2
 
 QUESTIONS = ["접근매체를 분실한 경우 이용자가 할 일은?", "전자서명 인증서의 유효기간은?", "망분리 예외 대상은?",
              "클라우드 이용 시 중요도 평가 항목은?", "이상거래탐지시스템의 탐지 규칙 점검 주기는?",
@@ -115,7 +116,8 @@ def test_ddp_two_cpu_processes(work):
     m = json.loads((work / "ddp" / "distill.json").read_text())
     assert m["steps"] == 6 and m["kl_after"] < m["kl_before"] and m["train_pairs"] == 6
     # the "before" figures are measured once (rank 0), where the trainer put the models
-    assert proc.stderr.count("before training: KL") == 1 and re.search(r"before training: .* on cpu(:0)? in", proc.stderr)
+    assert proc.stderr.count("before training: KL") == 1
+    assert re.search(r"before training: .* on cpu(:0)? in", proc.stderr)
 
 
 def test_answer_quality_batched_is_the_unbatched(gemma_tokenizer):
@@ -143,8 +145,13 @@ def test_teacher_states_stand_in_for_the_teacher(tmp_path, gemma_tokenizer):
     """The teacher's stored hidden states at the answer positions, with its LM head, give what the
     teacher itself gives (KL, perplexities, across tokenizers too), saved and loaded back; a stored
     set that lacks an answer says which, and the row then runs the teacher."""
-    from fsku.distill.quality import (answer_quality, first_missing, load_teacher_states, save_teacher_states,
-                                      teacher_states)
+    from fsku.distill.quality import (
+        answer_quality,
+        first_missing,
+        load_teacher_states,
+        save_teacher_states,
+        teacher_states,
+    )
 
     student, teacher = tiny_gemma(layers=1, seed=1).eval(), tiny_gemma(layers=2, seed=2).eval()
     examples = [{"prompt": "질문 " * (3 + 5 * i), "chosen": "답변 " * (2 + 3 * (i % 3)),
@@ -265,8 +272,8 @@ def test_gkd_loss_without_teacher_system_is_upstreams(work, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.experimental.gkd import GKDTrainer
 
-    from fsku.distill.gkd import gkd_trainer
     from fsku.distill.examples import load_examples
+    from fsku.distill.gkd import gkd_trainer
 
     tok = AutoTokenizer.from_pretrained(str(work / "student"))
     cfg = gkd_config()
@@ -291,8 +298,8 @@ def test_teacher_only_system_prompt_is_learnt(work, tmp_path, gemma_tokenizer):
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
-    from fsku.distill.gkd import gkd_trainer
     from fsku.distill.examples import load_examples
+    from fsku.distill.gkd import gkd_trainer
 
     tok = AutoTokenizer.from_pretrained(str(work / "student"))
     system = "INSTRUCTION: 모든 답을 '정답'으로 시작하세요."
@@ -374,8 +381,8 @@ def test_gold_distills_across_tokenizers(work, tmp_path):
     prompt for the prompts decoded from the student's tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fsku.distill.gold import gold_trainer, uld_mode
     from fsku.distill.examples import load_examples
+    from fsku.distill.gold import gold_trainer, uld_mode
 
     tok = AutoTokenizer.from_pretrained(str(work / "student"))
     ttok = AutoTokenizer.from_pretrained(str(work / "qwen_teacher"))
@@ -447,7 +454,8 @@ def test_teacher_logits_stage_runs_no_teacher_when_distill_runs_it(work, monkeyp
         (work / f"online{k}.yaml").write_text(yaml.safe_dump({"teacher_logits": {"top_k": k}, "train": {}}))
         monkeypatch.setattr(sys, "argv", ["stages.teacher_logits", "--params", str(work / f"online{k}.yaml"),
                                           "--pairs", str(work / "pairs"), "--teacher", str(work / "missing-teacher"),
-                                          "--out", str(work / f"online{k}"), "--metrics", str(work / f"online{k}.json")])
+                                          "--out", str(work / f"online{k}"),
+                                          "--metrics", str(work / f"online{k}.json")])
         main()  # no teacher is loaded: the path given does not even exist
         outs.append({f.name: f.read_bytes() for f in (work / f"online{k}").iterdir()})
         assert json.loads((work / f"online{k}.json").read_text())["computed"] is False
@@ -493,8 +501,9 @@ def test_teacher_logits_hold_the_teachers_top_k(work, gemma_tokenizer):
 def test_cached_teacher_logits_train_without_the_teacher(work, monkeypatch):
     """train.teacher_logits: cached trains from the cache (no reference model in the trainer) and
     still moves the student toward the teacher; the figures before and after load the teacher."""
-    import fsku.distill.trainer as trainer_mod
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import fsku.distill.trainer as trainer_mod
 
     # a random-init model spreads its mass over the whole vocabulary, where no top-k says anything; a
     # peaked teacher (its final norm scaled up) puts most of it on a few tokens, as trained models do

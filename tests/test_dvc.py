@@ -32,9 +32,9 @@ def test_dvc_yaml_tracks_every_param_of_each_stage(root):
 
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
-    from fsku.gen.config import GenConfig, PromptsConfig
     from fsku.distill.config import TeacherLogitsConfig, TrainConfig
     from fsku.distill.sft import SftConfig
+    from fsku.gen.config import GenConfig, PromptsConfig
     from fsku.gen.pairs import PairsConfig
     from fsku.predict.config import EvalConfig, PredictConfig
     from fsku.quantize import QuantConfig

@@ -106,9 +106,10 @@ def test_on_real_models_the_trainer_paths_agree(arch):
     the gradients of the full-logits path."""
     from peft import LoraConfig, get_peft_model
 
-    from conftest import tiny_gemma, tiny_qwen2
     from fsku.distill.head import head_of
     from fsku.distill.trainer import last_hidden_state
+
+    from conftest import tiny_gemma, tiny_qwen2
 
     if arch.startswith("gemma"):
         student, teacher = tiny_gemma(layers=2, seed=1, vocab=4096), tiny_gemma(layers=3, seed=2, vocab=4096)

@@ -3,7 +3,6 @@ import sys
 
 import pytest
 
-from conftest import tiny_gemma
 from fsku.config import ConfigError, from_dict
 from fsku.gen.backends import TransformersBackend, make_backend
 from fsku.gen.config import DedupConfig, GenConfig, PromptsConfig, SamplingConfig
@@ -15,6 +14,8 @@ from fsku.gen.shots import SHOTS_INTRO, gold_answer, pick_shots, render_shots
 from fsku.models.adapter import tokenizer_source
 from fsku.models.load import save_model
 from fsku.questions import Question
+
+from conftest import tiny_gemma
 
 
 def q(i, text, options=()):
@@ -106,7 +107,8 @@ def test_worked_examples_come_from_other_training_questions():
     assert gold_answer(qs[1]) == "정답: 3 다" and gold_answer(qs[2]) == "답 2"
     # similar: the stems closest to the question's, the closest last (next to the question)
     pool = [Question(f"S{i}", t, t, [], answer=f"답 {i}") for i, t in
-            enumerate(["접근매체 분실 신고 절차", "클라우드 이용 계약", "접근매체 분실 신고 이후 손해 배상", "가명정보 결합"])]
+            enumerate(["접근매체 분실 신고 절차", "클라우드 이용 계약", "접근매체 분실 신고 이후 손해 배상",
+                       "가명정보 결합"])]
     ask = Question("A", "접근매체 분실 신고 이후의 손해 배상 책임", "접근매체 분실 신고 이후의 손해 배상 책임", [])
     assert [s.id for s in pick_shots(ask, pool, 2, how="similar")] == ["S0", "S2"]
     assert pick_shots(ask, pool, 2, exclude={"S2"}, how="similar")[-1].id == "S0"
@@ -128,7 +130,8 @@ def test_answer_stats_count_format_and_accuracy():
                {"prompt_id": "f", "type": "open", "n_options": 0, "answer": "w", "question": ask}]
     records = [{"prompt_id": "a", "text": "정답: 2 나"}, {"prompt_id": "b", "text": "보기를 보면 3"},
                {"prompt_id": "c", "text": "이용자는 분실 사실을 안 즉시 금융회사에 통지하여야 한다."},
-               {"prompt_id": "d", "text": ". . . ."}, {"prompt_id": "e", "text": "접근매체를 분실한 이용자의 의무를 설명하세요."},
+               {"prompt_id": "d", "text": ". . . ."},
+               {"prompt_id": "e", "text": "접근매체를 분실한 이용자의 의무를 설명하세요."},
                {"prompt_id": "f", "text": "1.2 용어의 정의"}]
     stats = answer_stats(prompts, records)
     assert stats["in_format"] == 0.3333 and stats["mcq_accuracy"] == 0.5 and stats["mcq_with_answer"] == 2
@@ -154,8 +157,9 @@ def _gen(model_dir, cfg, partial, who="teacher", sp=None, merge_only=False):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
-    return run_generation(_prompts(5), backend, lambda p: format_prompt(tok, p["prompt"]), sp or SamplingConfig(max_tokens=6),
-                          cfg, "tiny", model_fingerprint(model_dir), partial, who, merge_only=merge_only)
+    return run_generation(_prompts(5), backend, lambda p: format_prompt(tok, p["prompt"]),
+                          sp or SamplingConfig(max_tokens=6), cfg, "tiny", model_fingerprint(model_dir), partial, who,
+                          merge_only=merge_only)
 
 
 def test_transformers_generation_resume_and_shards(tmp_path, tiny_model_dir):
@@ -445,7 +449,8 @@ def test_a_vllm_memory_share_that_cannot_hold_the_weights_stops_with_the_fix(tin
     assert weights_gib(tmp_path / "hub-id", "auto") is None
     seven_b = 7.6e9 * 2 / 2**30  # Qwen2.5-7B's parameters in bfloat16
     with pytest.raises(ConfigError, match=r"gen.vllm_memory_utilization: 0.3 of 23.6 GiB x 1 GPU\(s\) is 7.1 GiB, "
-                                          r".*take 28.3 GiB in float32.*raise it to about 0.95 and set gen.vllm_dtype: bfloat16"):
+                                          r".*take 28.3 GiB in float32.*raise it to about 0.95 "
+                                          r"and set gen.vllm_dtype: bfloat16"):
         check_vllm_memory(GenConfig(), "models/teacher", seven_b * 2, 23.6)
     with pytest.raises(ConfigError, match=r"take 14.2 GiB in bfloat16 .*raise it to about 0.7"):
         check_vllm_memory(GenConfig(vllm_dtype="bfloat16"), "models/teacher", seven_b, 23.6)

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from conftest import ROOT
 from fsku.io import atomic_dir, read_jsonl, write_json, write_jsonl
+
+from conftest import ROOT
 
 
 def test_failed_write_keeps_previous_file(tmp_path):
@@ -44,7 +45,8 @@ def test_killed_writer_leaves_old_out(tmp_path):
     path = tmp_path / "out.jsonl"
     write_json(path, {"done": True})
     code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from fsku.io import write_jsonl\n"
-            "def rows():\n    for i in range(10**7):\n        yield {'i': i}\n        if i == 1000: print('go', flush=True)\n"
+            "def rows():\n    for i in range(10**7):\n        yield {'i': i}\n"
+            "        if i == 1000: print('go', flush=True)\n"
             "write_jsonl(sys.argv[1], rows())")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(ROOT)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "go"

@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from fsku.distill.losses import (IGNORE, KINDS, adaptive_alphas, adaptive_pair_alphas, dense_distill_loss, distill_loss,
-                                 label_logprobs)
+from fsku.distill.losses import (
+    IGNORE,
+    KINDS,
+    adaptive_alphas,
+    adaptive_pair_alphas,
+    dense_distill_loss,
+    distill_loss,
+    label_logprobs,
+)
 
 N_PAIRS, T, V = 2, 9, 40
 

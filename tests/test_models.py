@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT, run, tiny_gemma
 from fsku.models.compat import TokenizerMismatch, check_and_align
 from fsku.models.load import load_causal_lm, save_model
 from fsku.models.prune import keep_layer_indices, prune_layers
+
+from conftest import ROOT, run, tiny_gemma
 
 
 @pytest.mark.parametrize("n, k, want", [
@@ -110,8 +111,9 @@ def test_student_of_another_tokenizer_needs_own_tokenizer(tmp_path, monkeypatch,
     student.own_tokenizer says it is meant (for train.method gold), before writing anything."""
     import sys
 
-    from conftest import tiny_qwen2
     from stages.student_model import main
+
+    from conftest import tiny_qwen2
 
     save_model(tiny_gemma(layers=2, hidden=64), gemma_tokenizer, tmp_path / "teacher")  # larger than the student
     save_model(tiny_qwen2(layers=1), qwen_tokenizer, tmp_path / "qwen")

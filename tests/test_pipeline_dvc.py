@@ -1,10 +1,10 @@
 """The whole pipeline under DVC, for real: every stage of the project's dvc.yaml runs in a temp git +
 DVC repo on the tiny configuration of ``tiny_pipeline.py``. Checked here: the hub path users run on
 GPUs (Qwen2 models, ChatML, vLLM), applied as a profile, runs end to end from scratch in a fresh
-clone at another path, whose knowledge base equals the first run's byte for byte; a param change reruns exactly its downstream stages; a
-killed stage, rerun, ends with the outs of an uninterrupted run; experiments (run, queued, shown,
-diffed) share the cache; and artifacts travel through a local directory remote and an S3-compatible
-server (moto, on loopback) with the run-cache.
+clone at another path, whose knowledge base equals the first run's byte for byte; a param change reruns
+exactly its downstream stages; a killed stage, rerun, ends with the outs of an uninterrupted run;
+experiments (run, queued, shown, diffed) share the cache; and artifacts travel through a local
+directory remote and an S3-compatible server (moto, on loopback) with the run-cache.
 
 The tests run in file order on one module-scoped repo; each leaves the repo as it found it. The
 hub path runs forced, from scratch, in a fresh clone, in the background, while they do; the last test checks it."""
@@ -23,13 +23,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run
-from tiny_pipeline import (build, commit_repro, dvc, git, local_remote_path, lock_hashes, metric, ran,
-                           set_params, snapshot)
+from tiny_pipeline import (
+    build,
+    commit_repro,
+    dvc,
+    git,
+    local_remote_path,
+    lock_hashes,
+    metric,
+    ran,
+    set_params,
+    snapshot,
+)
 
 STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft",
-          "student_gen", "gen_report", "pairs", "teacher_logits", "distill", "merge", "quantize", "eval_teacher", "eval_row@student",
-          "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
+          "student_gen", "gen_report", "pairs", "teacher_logits", "distill", "merge", "quantize", "eval_teacher",
+          "eval_row@student", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
 # a new distilled model reanswers its own eval rows only: the teacher's and the student's stay
 FROM_DISTILL = ["distill", "merge", "quantize", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
 
@@ -75,8 +84,9 @@ def hub_path_profile(where: Path, tokenizer) -> Path:
     template) and a smaller Qwen2 student of other depth and width in a hub-style directory,
     embeddings padded as Qwen2.5-7B's (152,064 rows) and 1.5B's (151,936), both generations on
     vLLM's CPU build; as a profile file (configs/profiles/ shape) naming them."""
-    from conftest import tiny_qwen2
     from fsku.models.load import save_model
+
+    from conftest import tiny_qwen2
 
     teacher_dir, student_dir = where / "qwen-teacher", where / "hub" / "Qwen-tiny-student"
     # head_dim 32 (vLLM's CPU attention), widths of 64 and up (bitsandbytes nf4 blocks of 64)
@@ -118,7 +128,8 @@ def test_evaluate_and_predict_outs(repo):
     """What the last two stages wrote: every row scored with the FSKU metric, the model-only part
     consistent with the per-question records, the plot data, and a valid submission."""
     m = json.loads((repo / "metrics/eval.json").read_text())
-    assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"] and m["similarity_model"] == "models/encoder"
+    assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"]
+    assert m["similarity_model"] == "models/encoder"
     assert len(m["baselines"]) == 6 and m["best_baseline"]["total"] is not None
     preds = [json.loads(x) for x in (repo / "data/eval/predictions.jsonl").read_text().splitlines()]
     for name, row in m["rows"].items():
@@ -140,7 +151,8 @@ def test_evaluate_and_predict_outs(repo):
     rows = (repo / "submission.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "ID,Answer" and len(rows) == 7
     pm = json.loads((repo / "metrics/predict.json").read_text())
-    assert pm["questions"] == 6 and isinstance(pm["collapsed"], bool) and sum(pm["mcq_distribution"].values()) == pm["mcq"]
+    assert pm["questions"] == 6 and isinstance(pm["collapsed"], bool)
+    assert sum(pm["mcq_distribution"].values()) == pm["mcq"]
 
 
 @pytest.mark.parametrize("key, value, expected, direct", [
@@ -248,7 +260,8 @@ def test_queued_experiments_run_show_diff_and_share_the_cache(repo):
     assert "metrics/eval.json" in text and "metrics/quantize.json" in text
     # the experiment is a commit of its own, visible to every diff command
     diff = json.loads(dvc(repo, "exp", "diff", "HEAD", "unquantized", "--json").stdout)
-    assert {k: diff["params"]["params.yaml"]["quant.method"][k] for k in ("old", "new")} == {"old": "nf4", "new": "none"}
+    changed = diff["params"]["params.yaml"]["quant.method"]
+    assert {k: changed[k] for k in ("old", "new")} == {"old": "nf4", "new": "none"}
     assert "ppl.quantized" in diff["metrics"]["metrics/quantize.json"], diff["metrics"]  # the model changed
     metrics = json.loads(dvc(repo, "metrics", "diff", "HEAD", "unquantized", "--json").stdout)
     assert "ppl.quantized" in metrics["metrics/quantize.json"], metrics
@@ -337,7 +350,8 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="fsku", aws_secret_access_key="fsku-secret",
                       region_name="us-east-1")
     s3.create_bucket(Bucket="fsku-artifacts")
-    _push_pull(repo, "s3", [["add", "-d", "-f", "s3", "s3://fsku-artifacts/dvc"], ["modify", "s3", "endpointurl", s3_server]],
+    _push_pull(repo, "s3",
+               [["add", "-d", "-f", "s3", "s3://fsku-artifacts/dvc"], ["modify", "s3", "endpointurl", s3_server]],
                [["s3", "access_key_id", "fsku"], ["s3", "secret_access_key", "fsku-secret"]], "from-s3")
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fsku-artifacts")
             for o in page.get("Contents", [])]
@@ -367,7 +381,8 @@ def test_hub_path_rehearsal_qwen2_chatml_vllm(repo):
     assert (init["model_type"], init["num_hidden_layers"], init["hidden_size"], init["vocab_size"]) == \
         ("qwen2", 2, 64, 152064)  # aligned to the teacher's padded rows
     teacher_tok = json.loads((other / "models/teacher/tokenizer_config.json").read_text())
-    assert "<|im_start|>" in (teacher_tok.get("chat_template") or (other / "models/teacher/chat_template.jinja").read_text())
+    template = teacher_tok.get("chat_template") or (other / "models/teacher/chat_template.jinja").read_text()
+    assert "<|im_start|>" in template
     distill = json.loads((other / "metrics/distill.json").read_text())
     assert distill["steps"] == 2 and distill["kl_before"] > 0 and distill["kl_after"] > 0
     assert json.loads((other / "models/merged/config.json").read_text())["vocab_size"] == 152064

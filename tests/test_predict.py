@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, SHARED, run, tiny_gemma
 from fsku.cli import main as cli
 from fsku.gen.backends import TransformersBackend
 from fsku.gen.config import GenConfig, PromptsConfig
@@ -24,6 +23,8 @@ from fsku.predict.answer import Answerer, Budget, prepare
 from fsku.predict.config import PredictConfig
 from fsku.questions import Question, load_questions
 from fsku.scoring import keyword_score
+
+from conftest import ROOT, SHARED, run, tiny_gemma
 
 TEST_CSV = ROOT / "data/raw/test.csv"
 EVAL_CSV = ROOT / "data/raw/questions/eval.csv"
@@ -103,7 +104,8 @@ def test_options_are_scored_under_the_cloze_prompt(backend):
     after the listed options. The record's choice is the best cloze score."""
     from fsku.gen.choice import best, option_scores
 
-    chunk = {"chunk_id": "c", "source": "a.pdf", "title": "법", "section": "", "text": "접근매체 분실 시 즉시 신고한다."}
+    chunk = {"chunk_id": "c", "source": "a.pdf", "title": "법", "section": "",
+             "text": "접근매체 분실 시 즉시 신고한다."}
     q = Question("Q1", "분실 시 조치는?\n1 즉시 신고한다\n2 아무것도 하지 않는다", "분실 시 조치는?",
                  ["즉시 신고한다", "아무것도 하지 않는다"])
     it = prepare([q], lambda t, k: [chunk], PromptsConfig(top_k=1), backend.tokenizer)[0]
@@ -285,15 +287,18 @@ def test_score_command(tmp_path, capsys):
     preds = [[q.id, q.answer if i < 7 else str(int(q.answer) % len(q.options) + 1)] for i, q in enumerate(mcq)]
     preds += [[opn[0].id, opn[0].answer], [opn[1].id, ""], [opn[2].id, "관련 없는 답"]]  # opn[3] missing
     pred = _write_csv(tmp_path / "pred.csv", preds, header=("ID", "Answer"))
-    gold_mcq = _write_csv(tmp_path / "mcq.csv", [[q.id, q.text, q.answer] for q in mcq], header=("ID", "Question", "Answer"))
+    gold_mcq = _write_csv(tmp_path / "mcq.csv", [[q.id, q.text, q.answer] for q in mcq],
+                          header=("ID", "Question", "Answer"))
     gold_open = _write_csv(tmp_path / "open.csv", [[q.id, q.text, q.answer, ",".join(q.keywords)] for q in opn],
                            header=("ID", "Question", "Answer", "Keyword"))
-    assert cli(["score", "--pred", str(pred), "--gold", str(gold_mcq), str(gold_open), "--similarity", "char-bigram"]) == 0
+    assert cli(["score", "--pred", str(pred), "--gold", str(gold_mcq), str(gold_open),
+                "--similarity", "char-bigram"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["mcq_accuracy"] == pytest.approx(0.7)
     from fsku.scoring import char_ngram_cosine
 
-    third = 0.6 * char_ngram_cosine("관련 없는 답", opn[2].answer) + 0.4 * keyword_score("관련 없는 답", opn[2].keywords)
+    wrong = "관련 없는 답"
+    third = 0.6 * char_ngram_cosine(wrong, opn[2].answer) + 0.4 * keyword_score(wrong, opn[2].keywords)
     expected_open = (0.6 + 0.4 * keyword_score(opn[0].answer, opn[0].keywords) + third) / 4
     assert res["open_score"] == pytest.approx(expected_open, abs=1e-3)
     assert res["total"] == pytest.approx(0.5 * res["mcq_accuracy"] + 0.5 * res["open_score"], abs=1e-3)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from fsku.config import ConfigError, from_dict, load_params, load_yaml
 from fsku.profile import PROFILES, apply, check, load_profile, merged, override_value, profile_path, sections, settings
+
+from conftest import ROOT
 
 NAMES = sorted(p.stem for p in (ROOT / PROFILES).glob("*.yaml"))
 
@@ -31,7 +32,8 @@ def test_the_gpu_profiles_exist_and_load_into_every_stage_config():
         # the recipe the issue names, with one tokenizer family for teacher and student
         assert out["teacher"]["model"] == "Qwen/Qwen2.5-7B-Instruct" and out["teacher"]["chat_template"] == "model"
         assert out["student"]["model"] == "Qwen/Qwen2.5-1.5B-Instruct"
-        assert (out["train"]["lora"]["r"], out["train"]["lora"]["alpha"], out["train"]["learning_rate"]) == (16, 128, 5e-5)
+        train = out["train"]
+        assert (train["lora"]["r"], train["lora"]["alpha"], train["learning_rate"]) == (16, 128, 5e-5)
         assert out["gen"]["backend"] == "vllm" and out["gen"]["vllm_dtype"] != "float32"
         # prompt + answer fit what training keeps
         assert out["gen"]["max_model_len"] <= out["train"]["max_length"]
@@ -68,10 +70,12 @@ def test_apply_rewrites_params_in_place_keeping_comments(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("profile: x\ntrain:\n  lerning_rate: 0.1\n", r"bad.yaml: unknown key train.lerning_rate"),
-    ("profile: x\ngen:\n  vllm_memory_utilization: 1.5\n", r"bad.yaml: gen.vllm_memory_utilization: 1.5 is out of range"),
+    ("profile: x\ngen:\n  vllm_memory_utilization: 1.5\n",
+     r"bad.yaml: gen.vllm_memory_utilization: 1.5 is out of range"),
     ("profile: x\ntrainer:\n  steps: 1\n", r"bad.yaml: unknown section trainer"),
     ("train:\n  max_steps: 1\n", r"bad.yaml: profile: the profile's name"),
-    ("profile: x\nteacher:\n  model: ./no/such/dir\n", r"bad.yaml: teacher.model: \./no/such/dir: no such model directory"),
+    ("profile: x\nteacher:\n  model: ./no/such/dir\n",
+     r"bad.yaml: teacher.model: \./no/such/dir: no such model directory"),
 ])
 def test_a_bad_profile_names_its_file_and_key(tmp_path, text, match):
     bad = tmp_path / "bad.yaml"

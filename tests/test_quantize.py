@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import tiny_gemma
 from fsku.models.load import save_model
 from fsku.quantize import QuantConfig, dir_bytes, quantize
+
+from conftest import tiny_gemma
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@ import csv
 
 import pytest
 
-from conftest import SHARED
 from fsku.questions import load_questions, parse_question
+
+from conftest import SHARED
 
 
 @pytest.mark.parametrize("text, n_options", [

@@ -5,13 +5,14 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from fsku.config import from_dict
 from fsku.io import write_jsonl
 from fsku.retrieval.build import build_index
 from fsku.retrieval.config import HybridConfig, IndexConfig
 from fsku.retrieval.evaluate import evaluate, load_queries, overlap
 from fsku.retrieval.hybrid import Retriever, fuse, minmax, top_candidates
+
+from conftest import ROOT
 
 
 def test_minmax_and_weighted_fusion():

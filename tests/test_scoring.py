@@ -1,7 +1,18 @@
 import pytest
 
 from fsku.questions import Question
-from fsku.scoring import char_loop, char_ngram_cosine, format_problem, non_answer, loop_reason, open_answer_problem, extract_choice, get_scorer, keyword_score, reference_score
+from fsku.scoring import (
+    char_loop,
+    char_ngram_cosine,
+    extract_choice,
+    format_problem,
+    get_scorer,
+    keyword_score,
+    loop_reason,
+    non_answer,
+    open_answer_problem,
+    reference_score,
+)
 
 
 @pytest.mark.parametrize("text, n, expected", [

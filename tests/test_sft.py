@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_gemma
 from fsku.config import ConfigError, load_section
 from fsku.distill.sft import SftConfig, build_trainer, run_sft, score_completions_only, select_examples
 from fsku.gen.format import format_prompt
 from fsku.gen.pairs import PairsConfig, is_test
 from fsku.io import write_jsonl
+
+from conftest import ROOT, tiny_gemma
 
 PAIRS = PairsConfig(test_fraction=0.2, seed=0)
 CONTEXT = "[참고] 전자금융거래법에 따라 금융회사는 접근매체의 위조나 변조로 발생한 사고에 대해 책임을 진다."
@@ -44,7 +45,8 @@ def _rec(pid: str, kind: str, text: str) -> dict:
 GOOD = [("mcq", "정답: 2 접근통제로 권한 없는 접근을 막는다."), ("open", "금융회사는 이용자의 손해를 배상해야 한다."),
         ("mcq", "1 암호화가 기본 보호 조치이다."), ("open", "접근매체 분실 시 즉시 금융회사에 신고해야 한다."),
         ("mcq", "정답: 2"), ("open", "전자금융사고 책임은 원칙적으로 금융회사에 있다.")]
-BAD = [("mcq", "\"정답: 번호\" 형식으로 답한 뒤 이유를 설명하세요."), ("mcq", "정답: 7 없는 번호"), ("open", ". . . . ."),
+BAD = [("mcq", "\"정답: 번호\" 형식으로 답한 뒤 이유를 설명하세요."), ("mcq", "정답: 7 없는 번호"),
+       ("open", ". . . . ."),
        ("open", "no korean here")]
 
 
@@ -57,7 +59,8 @@ def data(tmp_path_factory, gemma_tokenizer):
     save_model(tiny_gemma(layers=2), gemma_tokenizer, tmp / "student")
     train_ids, test_ids = _ids(False, len(GOOD) + len(BAD)), _ids(True, 2)
     records = [_rec(pid, k, t) for pid, (k, t) in zip(train_ids, GOOD + BAD)]
-    records += [_rec(test_ids[0], "mcq", "정답: 3 방치는 보호 조치가 아니다."), _rec(test_ids[1], "open", "본인 확인 절차를 거친다.")]
+    records += [_rec(test_ids[0], "mcq", "정답: 3 방치는 보호 조치가 아니다."),
+                _rec(test_ids[1], "open", "본인 확인 절차를 거친다.")]
     write_jsonl(tmp / "teacher.jsonl", records)
     write_jsonl(tmp / "prompts.jsonl", [{"prompt_id": r["prompt_id"], "n_options": 4 if r["type"] == "mcq" else 0}
                                         for r in records])

@@ -10,8 +10,9 @@ import os
 
 import pytest
 
-from conftest import ROOT, run, tiny_gemma
 from fsku.models.load import save_model
+
+from conftest import ROOT, run, tiny_gemma
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 if not HAVE_VLLM and os.environ.get("CI"):

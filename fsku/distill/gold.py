@@ -59,7 +59,8 @@ class TeacherPromptGOLDTrainer(GOLDTrainer):
             missing = [p for p in inputs["original_prompt_text"] if p not in self.teacher_prompts]
             if missing:
                 raise KeyError(f"no teacher prompt for the student prompt {missing[0][:200]!r}")
-            inputs = {**inputs, "original_prompt_text": [self.teacher_prompts[p] for p in inputs["original_prompt_text"]]}
+            teacher_side = [self.teacher_prompts[p] for p in inputs["original_prompt_text"]]
+            inputs = {**inputs, "original_prompt_text": teacher_side}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 

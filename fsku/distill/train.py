@@ -21,8 +21,8 @@ import torch
 
 from fsku.config import ConfigError
 from fsku.distill.config import TrainConfig
-from fsku.distill.quality import answer_quality
 from fsku.distill.examples import check_examples, load_examples
+from fsku.distill.quality import answer_quality
 from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer, write_json
 from fsku.models.compat import TokenizerMismatch, check_and_align, same_vocab
 
@@ -244,7 +244,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model).eval()
         if cache is not None:
-            teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval().to(trainer.accelerator.device)
+            teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval()
+            teacher = teacher.to(trainer.accelerator.device)
         after = answer_quality(model, teacher, test, tokenizer, cfg.max_length, cfg.loss_chunk, quality_tok,
                                batch_size=cfg.batch_size)
         with atomic_dir(out_dir) as tmp:
@@ -263,7 +264,8 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
         summary = {
             "method": cfg.method, "loss": loss, "beta": cfg.beta if cfg.method == "distillm2" else cfg.gkd.beta,
             "steps": trainer.state.global_step, "train_pairs": len(train),
-            "test_pairs": len(test), "lora": cfg.lora.enabled, "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
+            "test_pairs": len(test), "lora": cfg.lora.enabled,
+            "resumed_from_step": int(resume.split("-")[-1]) if resume else 0,
             "train_loss_first": round(losses[0], 4) if losses else None,
             "train_loss_last": round(losses[-1], 4) if losses else None,
             "kl_before": before["kl"], "kl_after": after["kl"],

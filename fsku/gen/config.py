@@ -23,7 +23,8 @@ class PromptsConfig:
     open_share: float = field(
         0.0, ge=0.0, le=1.0, doc="share of a capped pool reserved for open-ended questions (as far as there are); "
                                  "0 = a draw regardless of kind")
-    teacher_shots: int = field(2, ge=0, le=16, doc="worked examples (other training questions) shown to the teacher only")
+    teacher_shots: int = field(2, ge=0, le=16,
+                               doc="worked examples (other training questions) shown to the teacher only")
     shot_context_chars: int = field(300, ge=0, doc="context budget of each worked example")
     shot_selection: Literal["random", "similar"] = field(
         "random", doc="worked examples: a seeded draw, or the training questions closest to the question asked")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import random
 
-
 from fsku.gen.config import DedupConfig, PromptsConfig
 from fsku.gen.shots import shots_for
 from fsku.questions import Question

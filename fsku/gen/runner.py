@@ -97,7 +97,8 @@ def run_generation(prompts: list[dict], backend, fmt: Callable[[dict], str], sp:
             done[b] = recs
             log.info("batch %d/%d done", b + 1, len(all_batches))
     stats = {"backend": backend.name if backend is not None else "merge-only",
-             "backend_fallback": getattr(backend, "fallback", None), "generated_tokens": gen_tokens, "seconds": round(gen_seconds, 2),
+             "backend_fallback": getattr(backend, "fallback", None), "generated_tokens": gen_tokens,
+             "seconds": round(gen_seconds, 2),
              "tokens_per_s": round(gen_tokens / gen_seconds, 2) if gen_seconds else None,
              "resumed_records": resumed}
     if len(done) < len(all_batches):

@@ -78,7 +78,8 @@ def answer_with_model(model_dir: str | Path, questions: list[Question], search, 
     records = answerer.run(items)
     wall = time.perf_counter() - t1
     fresh = [r for r in records if r["key"] not in answerer.cached_keys]
-    stats = {"model": str(model_dir), "backend": backend.name, "backend_fallback": getattr(backend, "fallback", None), "load_s": round(load_s, 2),
+    stats = {"model": str(model_dir), "backend": backend.name, "backend_fallback": getattr(backend, "fallback", None),
+             "load_s": round(load_s, 2),
              "answer_s": round(wall, 2), **timing(fresh, wall), "cached": answerer.stats["cached"],
              "seconds": {"load": round(load_s, 1), "answer": round(wall, 1),  # where a row's time goes
                          **{k: round(sum(r["seconds"] for r in fresh if r["type"] == k), 1) for k in ("mcq", "open")}},

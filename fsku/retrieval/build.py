@@ -7,13 +7,12 @@ import logging
 from pathlib import Path
 
 import faiss
+import numpy as np
 
 from fsku.config import to_dict
 from fsku.io import atomic_dir, dumps_json, read_jsonl
 from fsku.retrieval.bm25 import BM25Index
 from fsku.retrieval.config import IndexConfig
-import numpy as np
-
 from fsku.retrieval.dense import apply_token_weights, build_faiss, corpus_idf, encode, load_encoder, static_embedding
 from fsku.retrieval.tokenize import MorphTokenizer
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-
 STATIC = "sentence_transformers.sentence_transformer.modules.static_embedding.StaticEmbedding"
 
 
