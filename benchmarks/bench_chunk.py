@@ -12,14 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import ROOT, machine
+
 from fsku.chunking.config import ChunkConfig
 from fsku.chunking.pipeline import chunk_corpus
 from fsku.config import from_dict
 from fsku.io import write_jsonl
 from fsku.retrieval.build import build_index
 from fsku.retrieval.config import IndexConfig
-
-from common import ROOT, machine
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from common import ROOT, machine
+
 from fsku.gen.backends import TransformersBackend
 from fsku.gen.config import GenConfig, SamplingConfig
 from fsku.gen.format import format_prompt
 from fsku.io import read_jsonl
-
-from common import ROOT, machine
 
 
 def timed(backend, prompts, sp, batch):

@@ -16,6 +16,8 @@ import collections
 import dataclasses
 import time
 
+from common import ROOT, machine
+
 from fsku.config import load_section
 from fsku.gen.config import GenConfig, PromptsConfig
 from fsku.metric import Similarity, score_items, summarize
@@ -23,8 +25,6 @@ from fsku.predict.config import EvalConfig
 from fsku.predict.run import answer_with_model, load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
-
-from common import ROOT, machine
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import argparse
 import re
 import time
 
+from common import ROOT, machine
+
 from fsku.config import load_section
 from fsku.gen.backends import make_backend
 from fsku.gen.config import GenConfig, PromptsConfig
@@ -31,8 +33,6 @@ from fsku.predict.run import load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
 from fsku.scoring import char_ngram_cosine
-
-from common import ROOT, machine
 
 HANGUL = re.compile("[가-힣]")
 MAX_CHARS = 300

@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from common import ROOT, machine
+
 from fsku.config import load_section
 from fsku.gen.backends import TransformersBackend, option_sequences
 from fsku.gen.choice import option_scores
@@ -27,8 +29,6 @@ from fsku.gen.prompts import cloze_prompt, user_prompt
 from fsku.predict.run import load_retriever
 from fsku.questions import load_questions
 from fsku.retrieval.config import IndexConfig
-
-from common import ROOT, machine
 
 
 def naive_option(backend, prompt: str, options: list[str]) -> list[float]:

@@ -14,13 +14,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from common import ROOT, machine
+
 from fsku.config import load_section
 from fsku.gen.config import GenConfig, PromptsConfig
 from fsku.predict.config import PredictConfig
 from fsku.predict.run import load_retriever, predict_file
 from fsku.retrieval.config import IndexConfig
-
-from common import ROOT, machine
 
 BUDGET_MIN, COMPETITION_QUESTIONS = 270, 515
 

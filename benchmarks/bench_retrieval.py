@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import ROOT, machine, pct
+
 from fsku.config import from_dict
 from fsku.io import read_jsonl, write_jsonl
 from fsku.retrieval.bm25 import BM25Index
@@ -27,8 +29,6 @@ from fsku.retrieval.build import build_index
 from fsku.retrieval.config import IndexConfig
 from fsku.retrieval.evaluate import load_queries
 from fsku.retrieval.hybrid import Retriever
-
-from common import ROOT, machine, pct
 
 
 def synthetic(chunks: list[dict], n: int, seed: int = 0) -> list[dict]:
