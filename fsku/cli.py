@@ -16,13 +16,14 @@ from pathlib import Path
 from fsku.config import ConfigError
 
 
-def _section(cls, name: str, params: str):
-    """A params section, or its defaults when the params file (a bare checkout) or the section is absent."""
-    from fsku.config import from_dict, load_params
+def _section(cls, name: str, params: str, keys=None):
+    """A params section as the predict stage reads it (``load_section``: a missing section is an
+    error), or its defaults when there is no params file at all (a bare checkout)."""
+    from fsku.config import load_section
 
     if not Path(params).is_file():
         return cls()
-    return from_dict(cls, load_params(params).get(name) or {}, prefix=name)
+    return load_section(cls, name, params, keys)
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
@@ -67,18 +68,19 @@ def score(args) -> dict:
 
 
 def predict(args) -> dict:
-    from fsku.gen.config import GenConfig, PromptsConfig
+    from fsku.gen.config import CONTEXT_KEYS, ENGINE_KEYS, GenConfig, PromptsConfig
     from fsku.io import write_json
     from fsku.predict.config import PredictConfig
     from fsku.predict.run import load_retriever, predict_file
-    from fsku.retrieval.config import IndexConfig
+    from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
 
     cfg = _section(PredictConfig, "predict", args.params)
-    search = load_retriever(args.index, _section(IndexConfig, "index", args.params)) if args.index else None
+    index_cfg = _section(IndexConfig, "index", args.params, SEARCH_KEYS) if args.index else None
+    search = load_retriever(args.index, index_cfg)
     out = Path(args.out)
     sidecar = args.sidecar or str(out.with_name("predictions.jsonl"))
-    stats = predict_file(args.model, args.test, out, cfg, _section(GenConfig, "gen", args.params),
-                         _section(PromptsConfig, "prompts", args.params), search, sidecar=sidecar,
+    stats = predict_file(args.model, args.test, out, cfg, _section(GenConfig, "gen", args.params, ENGINE_KEYS),
+                         _section(PromptsConfig, "prompts", args.params, CONTEXT_KEYS), search, sidecar=sidecar,
                          cache_dir=args.cache)
     if args.metrics:
         write_json(args.metrics, stats)

@@ -159,12 +159,38 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return data
 
 
-def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
-    """Load one ``params.yaml`` section into ``cls`` (the stage reads only its own keys)."""
+def load_section(cls: type[T], section: str, path: str | Path = "params.yaml",
+                 keys: typing.Sequence[str] | None = None) -> T:
+    """Load one ``params.yaml`` section into ``cls`` (the stage reads only its own keys). With ``keys``
+    (dotted, under the section: ``"hybrid"``, ``"dense.nprobe"``) the stage reads only those: every
+    other field keeps its default, so a key that DVC does not track for the stage cannot change what
+    it does. The whole section is checked either way (unknown keys, types, ranges)."""
     params = load_params(path)
     if section not in params:
         raise ConfigError(f"{path}: missing section '{section}'")
-    return from_dict(cls, params[section], prefix=section)
+    full = from_dict(cls, params[section], prefix=section)
+    if keys is None:
+        return full
+    out = cls()
+    for key in keys:
+        *parents, last = key.split(".")
+        src, dst = full, out
+        for name in parents:
+            src, dst = getattr(src, name), getattr(dst, name)
+        if not hasattr(dst, last) or last not in {f.name for f in dataclasses.fields(dst)}:
+            raise ConfigError(f"{section}.{key}: not a key of {cls.__name__}")
+        setattr(dst, last, getattr(src, last))
+    return out
+
+
+def leaves(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config dataclass (nested configs expanded)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        out += leaves(type(sub), key) if dataclasses.is_dataclass(sub) else [key]
+    return out
 
 
 def to_dict(obj: Any) -> Any:

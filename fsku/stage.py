@@ -47,13 +47,15 @@ class _Kept(logging.Handler):
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage: log to stderr, and turn expected failures into one clear line and exit 1.
+    """Run a stage, the one entry of every stage: log to stderr, seed every generator (0, until the
+    stage seeds again from its params), and turn expected failures into one clear line and exit 1.
     A generation backend that fell back (logger ``fsku.fallback``) is said again as the last lines,
     where a long stage's log ends, not only among its first."""
     logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     kept = _Kept()
     logging.getLogger("fsku.fallback").addHandler(kept)
+    seed_everything(0)  # a stage that draws anything reseeds from its own params key (train.seed, ...)
     try:
         main()
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from fsku.config import load_section
-from fsku.gen.config import GenConfig, PromptsConfig
+from fsku.gen.config import CONTEXT_KEYS, ENGINE_KEYS, SHOT_KEYS, GenConfig, PromptsConfig
 from fsku.gen.format import example_turn
 from fsku.gen.shots import render_shots, shots_for
 from fsku.io import read_jsonl, write_json, write_jsonl, write_text
@@ -36,13 +36,12 @@ from fsku.predict.evaluation import plot_csv, report, score_row, with_teacher
 from fsku.predict.health import mcq_distribution
 from fsku.predict.run import answer_with_model, load_retriever
 from fsku.questions import load_questions
-from fsku.retrieval.config import IndexConfig
+from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
 from fsku.stage import parser, run, seed_everything
 
 ROWS = {"student": "models/student_init", "sft": "models/student_sft", "distilled": "models/merged",
         "quantized": "models/quantized", "teacher": "models/teacher"}
 DEFAULT_ROWS = ["student", "distilled", "quantized", "teacher"]
-BASELINE_SEED = 0  # the random MCQ baseline's draw
 
 
 def main() -> None:
@@ -64,16 +63,17 @@ def main() -> None:
     p.add_argument("--out", default="data/eval/predictions.jsonl")
     args = p.parse_args()
     cfg = load_section(EvalConfig, "eval", args.params)
-    gen_cfg = load_section(GenConfig, "gen", args.params)
-    prompts_cfg = load_section(PromptsConfig, "prompts", args.params)
-    seed_everything(0)
+    gen_cfg = load_section(GenConfig, "gen", args.params, ENGINE_KEYS)
+    prompts_cfg = load_section(PromptsConfig, "prompts", args.params, CONTEXT_KEYS + SHOT_KEYS)
+    seed_everything(cfg.seed)
     questions = [q for path in (args.questions or [cfg.questions]) for q in load_questions(path)]
     if len({q.id for q in questions}) != len(questions):
         raise ValueError("question IDs repeat across the files given; they must be unique")
     questions = questions[: cfg.limit] if cfg.limit else questions
     if not all(q.answer for q in questions):
         raise ValueError(f"{', '.join(q.id for q in questions if not q.answer)[:200]}: no Answer to score against")
-    search = load_retriever(args.index, load_section(IndexConfig, "index", args.params)) if args.index else None
+    index_cfg = load_section(IndexConfig, "index", args.params, SEARCH_KEYS) if args.index else None
+    search = load_retriever(args.index, index_cfg)
     similarity = Similarity(cfg.similarity_model)
     hits = retrieve(questions, search, prompts_cfg.top_k)
     ctx = dict(questions=questions, search=search, hits=hits, similarity=similarity, cfg=cfg, gen_cfg=gen_cfg,
@@ -100,7 +100,7 @@ def main() -> None:
         return
 
     rows = args.rows or DEFAULT_ROWS
-    baselines, predictions = evaluate_baselines(questions, hits, similarity, seed=BASELINE_SEED)
+    baselines, predictions = evaluate_baselines(questions, hits, similarity, seed=cfg.seed)
     best = best_baseline(baselines)
     for name, b in baselines.items():
         print(f"baseline {name}: " + (f"mcq {b['mcq_accuracy']}" if b["kind"] == "mcq" else f"open {b['open_score']}")

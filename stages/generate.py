@@ -40,9 +40,9 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="only assemble shards already generated")
     args = p.parse_args()
     cfg = load_section(GenConfig, "gen", args.params)
-    seed_everything(0)
     model_dir = args.model or MODELS[args.who]
     sp = cfg.teacher if args.who == "teacher" else cfg.student
+    seed_everything(sp.seed)
     system = cfg.teacher_system if args.who == "teacher" else ""
     prompts = read_jsonl(args.prompts)
     choices: dict[str, dict] = {}

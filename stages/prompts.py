@@ -5,7 +5,7 @@ from fsku.gen.config import PromptsConfig
 from fsku.gen.prompts import build_prompts
 from fsku.io import write_json, write_jsonl
 from fsku.questions import load_questions
-from fsku.retrieval.config import IndexConfig
+from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
 from fsku.retrieval.hybrid import Retriever
 from fsku.stage import parser, run
 
@@ -19,8 +19,8 @@ def main() -> None:
     args = p.parse_args()
     cfg = load_section(PromptsConfig, "prompts", args.params)
     questions = load_questions(args.questions)
-    retriever = Retriever.load(args.index, load_section(IndexConfig, "index", args.params))
-    records, counts = build_prompts(questions, lambda q, k: [h.chunk for h in retriever.search(q, k)], cfg)
+    retriever = Retriever.load(args.index, load_section(IndexConfig, "index", args.params, SEARCH_KEYS))
+    records, counts = build_prompts(questions, retriever.top_chunks, cfg)
     write_jsonl(args.out, records)
     write_json(args.metrics, counts)
     print({k: v for k, v in counts.items() if k != "duplicates"})

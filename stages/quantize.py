@@ -8,7 +8,7 @@ from fsku.distill.quality import answer_quality
 from fsku.io import write_json
 from fsku.models.load import load_for_inference
 from fsku.quantize import QuantConfig, dir_bytes, quantize, token_latency
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, run
 
 LATENCY_PROMPT = "전자금융거래에서 접근매체를 분실한 이용자가 해야 할 일을 설명하세요."
 
@@ -21,7 +21,6 @@ def main() -> None:
     p.add_argument("--metrics", default="metrics/quantize.json")
     args = p.parse_args()
     cfg = load_section(QuantConfig, "quant", args.params)
-    seed_everything(0)
     merged, tokenizer = load_for_inference(args.model)
     train = load_examples(Path(args.pairs) / "train.jsonl", tokenizer)
     quantize(args.model, args.out, cfg, [e["prompt"] + e["chosen"] for e in train])

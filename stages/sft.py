@@ -19,7 +19,7 @@ def main() -> None:
     p.add_argument("--metrics", default="metrics/sft.json")
     args = p.parse_args()
     cfg = load_section(SftConfig, "sft", args.params)
-    pairs_cfg = load_section(PairsConfig, "pairs", args.params)
+    pairs_cfg = load_section(PairsConfig, "pairs", args.params, ("test_fraction", "seed"))  # its held-out split
     seed_everything(cfg.seed)
     print(run_sft(cfg, pairs_cfg, Path(args.teacher_gen), Path(args.prompts), args.student, Path(args.out),
                   Path(args.metrics)))

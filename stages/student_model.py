@@ -10,7 +10,7 @@ from fsku.models.compat import check_and_align, same_vocab
 from fsku.models.config import StudentConfig, check_smaller
 from fsku.models.load import load_causal_lm, save_model
 from fsku.models.prune import prune_layers
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, run
 
 log = logging.getLogger("stages.student_model")
 
@@ -22,7 +22,6 @@ def main() -> None:
     p.add_argument("--metrics", default="metrics/models.json")
     args = p.parse_args()
     cfg = load_section(StudentConfig, "student", args.params)
-    seed_everything(0)
     teacher, teacher_tok = load_causal_lm(args.teacher, cfg.dtype)
     if cfg.model == "prune":
         student, kept = prune_layers(teacher, cfg.keep_layers)

@@ -19,7 +19,7 @@ from fsku.distill.config import TeacherLogitsConfig, TrainConfig
 from fsku.distill.examples import load_examples
 from fsku.distill.teacher_cache import NOT_COMPUTED, compute, save, sequences
 from fsku.io import atomic_dir, write_json, write_text
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, run
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--metrics", default="metrics/teacher_logits.json")
     args = p.parse_args()
     cfg = load_section(TeacherLogitsConfig, "teacher_logits", args.params)
-    if load_section(TrainConfig, "train", args.params).teacher_logits == "online":
+    if load_section(TrainConfig, "train", args.params, ("teacher_logits",)).teacher_logits == "online":
         with atomic_dir(args.out) as tmp:
             write_text(Path(tmp) / NOT_COMPUTED, "No teacher logits here: train.teacher_logits is online, so distill "
                        "runs the teacher itself and never reads them. Set train.teacher_logits: cached and rerun "
@@ -38,7 +38,6 @@ def main() -> None:
         write_json(args.metrics, {"computed": False, "reason": "train.teacher_logits is online"})
         print("teacher logits: not computed (train.teacher_logits is online: distill runs the teacher itself)")
         return
-    seed_everything(0)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)

@@ -4,7 +4,7 @@ from fsku.config import load_section
 from fsku.gen.format import ZERO_TEMPLATE
 from fsku.models.config import TeacherConfig
 from fsku.models.load import load_causal_lm, save_model
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, run
 
 
 def main() -> None:
@@ -12,7 +12,6 @@ def main() -> None:
     p.add_argument("--out", default="models/teacher")
     args = p.parse_args()
     cfg = load_section(TeacherConfig, "teacher", args.params)
-    seed_everything(0)
     try:
         model, tokenizer = load_causal_lm(cfg.model, cfg.dtype)
     except FileNotFoundError as e:

@@ -289,7 +289,7 @@ def test_predict_command_flags_a_collapsed_model(tmp_path, monkeypatch, caplog):
     qs = load_questions(ROOT / "data/raw/test.csv")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"predict": {"mcq_mode": "generate", "mcq_max_tokens": 5, "max_tokens": 7,
-                                                  "fast_max_tokens": 7}, "prompts": {"top_k": 0}}))
+                                                  "fast_max_tokens": 7}, "prompts": {"top_k": 0}, "gen": {}}))
     out, metrics = tmp_path / "sub.csv", tmp_path / "m.json"
     with caplog.at_level(logging.WARNING):
         assert cli(["predict", "--model", str(model), "--test", str(ROOT / "data/raw/test.csv"), "--out", str(out),

@@ -9,68 +9,101 @@ import pytest
 import yaml
 
 
-def _leaves(cls, prefix):
-    import dataclasses
+def _loads(module: str) -> list[tuple[str, type, tuple | None]]:
+    """(section, config class, keys) of every ``load_section`` call in a stage module, its arguments
+    evaluated in the module's namespace."""
+    import importlib
+    import inspect
 
+    mod = importlib.import_module(module)
     out = []
-    for f in dataclasses.fields(cls):
-        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(sub):
-            out += _leaves(type(sub), f"{prefix}.{f.name}")
-        else:
-            out.append(f"{prefix}.{f.name}")
+    for node in ast.walk(ast.parse(inspect.getsource(mod))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_section":
+            args = dict(zip(("cls", "section", "path", "keys"), node.args)) | {k.arg: k.value for k in node.keywords}
+            value = lambda n: eval(compile(ast.Expression(n), module, "eval"), vars(mod))  # noqa: E731
+            out.append((value(args["section"]), value(args["cls"]), value(args["keys"]) if "keys" in args else None))
     return out
 
 
-def test_dvc_yaml_tracks_every_param_of_each_stage(root):
-    """Each stage's params in dvc.yaml cover every key its config reads, and no tracked mapping holds
-    a key named size/nfiles (DVC's run-cache key skips those names)."""
-    from fsku.chunking.config import ChunkConfig
-    from fsku.embedding.static import EncoderConfig
-    from fsku.models.config import StudentConfig, TeacherConfig
-    from fsku.retrieval.config import IndexConfig
+def _under(keys, prefixes) -> set[str]:
+    return {k for k in keys if any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+
+def test_dvc_yaml_tracks_exactly_the_params_each_stage_reads(root):
+    """Each stage's params in dvc.yaml are exactly the keys its code loads (``load_section``, with
+    its ``keys`` where it reads part of a section): nothing it reads is left untracked (a change
+    would not rerun it), and nothing it never reads is tracked (a change would rerun it for
+    nothing). No tracked mapping holds a key named size/nfiles (DVC's run-cache key skips those)."""
+    from fsku.config import leaves
 
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
-    from fsku.distill.config import TeacherLogitsConfig, TrainConfig
-    from fsku.distill.sft import SftConfig
-    from fsku.gen.config import GenConfig, PromptsConfig
-    from fsku.gen.pairs import PairsConfig
-    from fsku.predict.config import EvalConfig, PredictConfig
-    from fsku.quantize import QuantConfig
 
+    def param_leaves(node, prefix=""):
+        if isinstance(node, dict):
+            return [k for key, v in node.items() for k in param_leaves(v, f"{prefix}.{key}" if prefix else key)]
+        return [prefix]
+    every = param_leaves(params)
     # keys a stage reads but by design does not track: sharding never changes the final out, and
     # each generation stage ignores the other model's sampling
-    untracked = {"teacher_gen": {"gen.shards", "gen.shard_index", "gen.student."},
-                 "student_gen": {"gen.shards", "gen.shard_index", "gen.teacher.", "gen.teacher_system",
+    by_design = {"teacher_gen": {"gen.shards", "gen.shard_index", "gen.student"},
+                 "student_gen": {"gen.shards", "gen.shard_index", "gen.teacher", "gen.teacher_system",
                                  "gen.teacher_mcq"}}
-    for stage, (section, cls) in {"chunk": ("chunk", ChunkConfig), "encoder": ("encoder", EncoderConfig),
-                                  "index": ("index", IndexConfig), "teacher_model": ("teacher", TeacherConfig),
-                                  "student_model": ("student", StudentConfig),
-                                  "prompts": ("prompts", PromptsConfig), "teacher_gen": ("gen", GenConfig),
-                                  "student_gen": ("gen", GenConfig), "pairs": ("pairs", PairsConfig),
-                                  "sft": ("sft", SftConfig), "teacher_logits": ("teacher_logits", TeacherLogitsConfig),
-                                  "distill": ("train", TrainConfig), "quantize": ("quant", QuantConfig),
-                                  "eval_teacher": ("eval", EvalConfig), "eval_row": ("eval", EvalConfig),
-                                  "evaluate": ("eval", EvalConfig), "predict": ("predict", PredictConfig)}.items():
-        tracked = stages[stage].get("do", stages[stage])["params"]
-        for leaf in _leaves(cls, section):
-            if any(leaf == u or leaf.startswith(u) for u in untracked.get(stage, ())):
-                continue
-            assert section in tracked or leaf in tracked or any(leaf.startswith(t + ".") for t in tracked), leaf
-        for t in tracked:
+    checked = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        module = body["cmd"].split()[2]
+        read = set()
+        for section, cls, keys in _loads(module):
+            everything = leaves(cls, section)
+            read |= set(everything) if keys is None else _under(everything, [f"{section}.{k}" for k in keys])
+        read -= _under(read, by_design.get(name, ()))
+        tracked = _under(every, body.get("params", []))
+        assert not read - tracked, f"{name} reads but does not track {sorted(read - tracked)}"
+        assert not tracked - read, f"{name} tracks but never reads {sorted(tracked - read)}"
+        for t in body.get("params", []):
             node = params
             for key in t.split("."):
                 node = node[key]
 
             def walk(n):
                 if isinstance(n, dict):
-                    assert not {"size", "nfiles"} & set(n), (stage, t)
+                    assert not {"size", "nfiles"} & set(n), (name, t)
                     for v in n.values():
                         walk(v)
             walk(node)
+        checked.append(name)
+    assert len(checked) == len(stages) and "predict" in checked
     # sft also reads the held-out split of pairs (its test prompts stay unseen)
     assert {"pairs.test_fraction", "pairs.seed"} <= set(stages["sft"]["params"])
+
+
+def test_the_params_check_catches_over_and_under_tracking(root):
+    """The check above, fed a stage that tracks the whole index section while reading only the
+    search keys, and one that reads a section it does not track, fails on each."""
+    from fsku.config import leaves
+    from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
+
+    everything = leaves(IndexConfig, "index")
+    read = _under(everything, [f"index.{k}" for k in SEARCH_KEYS])
+    assert "index.eval.ks" in _under(everything, ["index"]) - read  # over-tracking shows
+    assert read - _under(everything, ["index.hybrid"]) == _under(everything, ["index.dense.nprobe", "index.rerank"])
+    assert _loads("stages.prompts")[1][2] == SEARCH_KEYS
+
+
+@pytest.mark.parametrize("param, trackers", [
+    # only the index stage's retrieval figures read index.eval: a new cut-off reruns that stage alone
+    # (its index comes out the same bytes, so nothing downstream of it reruns under dvc repro)
+    ("index.eval.ks", {"index"}),
+    ("index.bm25.k1", {"index"}),  # shapes the index itself: the rest follows from its new outs
+    ("index.hybrid.bm25_weight", {"index", "prompts", "eval_teacher", "eval_row", "evaluate", "predict"}),
+    ("index.dense.nprobe", {"index", "prompts", "eval_teacher", "eval_row", "evaluate", "predict"}),
+])
+def test_stages_that_track_a_retrieval_param(root, param, trackers):
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    got = {name for name, st in stages.items()
+           if any(param == t or param.startswith(t + ".") for t in st.get("do", st).get("params", []))}
+    assert got == trackers
 
 
 # sft trains the student on the teacher's answers: the student's own answers follow the teacher's

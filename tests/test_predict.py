@@ -202,6 +202,17 @@ def _predict(model_dir, test, out, params, cache="", metrics=None):
     return cli(args + (["--metrics", str(metrics)] if metrics else []))
 
 
+def test_predict_command_names_a_missing_params_section(tmp_path, capsys):
+    """A params file without a section predict reads is an error naming it, before any model loads
+    (no quiet defaults)."""
+    test, out = tmp_path / "t.csv", tmp_path / "sub.csv"
+    _write_csv(test, [["Q1", "질문"]])
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"predict": {}, "prompts": {"top_k": 0}}))
+    assert _predict(tmp_path / "no-model", test, out, params) == 1
+    assert "params.yaml: missing section 'gen'" in capsys.readouterr().err and not out.exists()
+
+
 def test_predict_command_handles_awkward_but_valid_input(model_dir, tmp_path):
     """BOM, CRLF, a 20,000-character question (cut from the left to fit), 7 options, and the
     project's test.csv: one row per ID in input order, MCQ answers within their options."""

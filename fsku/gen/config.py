@@ -76,6 +76,16 @@ class GenConfig:
                                   "decode would all be the same; set a temperature")
 
 
+# what answering reads of the generation settings (the eval and predict stages bring their own
+# backend and batch size)
+ENGINE_KEYS = ("max_model_len", "bf16_autocast", "vllm_memory_utilization", "vllm_enforce_eager", "vllm_dtype",
+               "tensor_parallel_size")
+# what an answer's prompt reads of the prompts section: its retrieved context, and the teacher's
+# worked examples (eval rows only: predict answers with the student, which sees none)
+CONTEXT_KEYS = ("top_k", "max_context_chars")
+SHOT_KEYS = ("teacher_shots", "shot_context_chars", "shot_selection", "seed")
+
+
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 

@@ -32,6 +32,7 @@ class EvalConfig(AnswerConfig):
     similarity_model: str = field(
         "models/encoder", doc="sentence-transformers model for the open-ended cosine; char-bigram = model-free")
     limit: int = field(0, ge=0, doc="evaluate only the first N questions; 0 = all")
+    seed: int = field(0, doc="the random MCQ baseline's draw")
 
 
 @dataclass

@@ -32,8 +32,7 @@ def load_retriever(index_dir: str | Path | None, index_cfg):
         raise FileNotFoundError(f"{index_dir}: no index there (run `dvc repro index`, or pass --index '')")
     from fsku.retrieval.hybrid import Retriever
 
-    retriever = Retriever.load(index_dir, index_cfg)
-    return lambda q, k: [h.chunk for h in retriever.search(q, k)]
+    return Retriever.load(index_dir, index_cfg).top_chunks
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:

@@ -72,3 +72,8 @@ class IndexConfig:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     eval: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
+
+
+# what a search over a built index reads of the section (``Retriever.load``): the rest shapes the
+# index itself, recorded in its meta.json, or only the index stage's own retrieval figures
+SEARCH_KEYS = ("dense.nprobe", "hybrid", "rerank")

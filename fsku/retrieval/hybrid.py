@@ -111,6 +111,10 @@ class Retriever:
         scores, rows = search(self.faiss, encode(self.encoder, [query])[0], k)
         return rows, scores
 
+    def top_chunks(self, query: str, k: int) -> list[dict]:
+        """The ``k`` best chunks for ``query`` (hybrid): what a prompt's context is built from."""
+        return [h.chunk for h in self.search(query, k)]
+
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
         """Top ``k`` chunks for ``query``; ``mode`` is hybrid, bm25 or dense."""
         n = self.cfg.hybrid.candidates
