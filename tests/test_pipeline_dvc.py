@@ -152,6 +152,7 @@ def test_evaluate_and_predict_outs(repo):
     assert rows[0] == "ID,Answer" and len(rows) == 7
     pm = json.loads((repo / "metrics/predict.json").read_text())
     assert pm["questions"] == 6 and isinstance(pm["collapsed"], bool)
+    assert pm["breaker"]["state"] == "closed" and not pm["breaker"]["transitions"] and pm["breaker"]["calls"] > 0
     assert sum(pm["mcq_distribution"].values()) == pm["mcq"]
 
 

@@ -6,9 +6,12 @@ the likeliest option (or, if the model itself failed, by the option closest to t
 context); a degenerate (``fsku.scoring.open_answer_problem``: empty, punctuation only, no
 Hangul, or a loop), non-answering (``fsku.scoring.non_answer``: too short to explain, or an echo of
 the question), late or failed open-ended answer is composed from the top retrieved chunk.
-Each record says whether, and why, a fallback answered: ``fallback`` is None for the model's own
-answer, else the reason (``timeout``, ``error``, ``budget``, ``no_choice``, or
-``degenerate:<reason>``, whose record keeps the model's text as ``generated``); ``source`` says
+Every model call goes through a circuit breaker (``fsku.predict.breaker``): a hard time limit on
+each call, whatever the backend, and after repeated failures no model calls at all until a trial
+call succeeds. Each record says whether, and why, a fallback answered: ``fallback`` is None for the
+model's own answer, else the reason (``timeout``, ``error``, ``breaker_open``, ``budget``,
+``no_choice``, or ``degenerate:<reason>``, whose record keeps the model's text as
+``generated``); ``source`` says
 who chose the answer: ``model`` (its generation or its option scores) or ``context`` (the
 retrieved chunks, no model).
 
@@ -32,6 +35,7 @@ from fsku.gen.choice import best, option_scores, text_scores
 from fsku.gen.config import SamplingConfig
 from fsku.gen.format import format_prompt
 from fsku.gen.prompts import cloze_prompt, user_prompt
+from fsku.predict.breaker import Breaker, BreakerOpen, CallTimeout
 from fsku.predict.config import AnswerConfig
 from fsku.predict.fallback import answer_from_context, option_by_overlap
 from fsku.questions import Question
@@ -40,6 +44,7 @@ from fsku.scoring import extract_choice, non_answer, open_answer_problem
 log = logging.getLogger(__name__)
 
 GENERATE_FALLBACK = "option"  # how generate mode picks when the answer names no option
+RETRIED = ("error", "breaker_open")  # fallbacks a resumed run asks the model again for
 MODES = ("full", "fast", "fallback")
 
 
@@ -120,7 +125,8 @@ class AnswerCache:
 
     def get(self, key: str) -> dict | None:
         rec = self.records.get(key)
-        return None if rec is None or rec.get("fallback") == "error" else rec  # errors are retried
+        # the model failed or was not asked: retried on a rerun
+        return None if rec is None or rec.get("fallback") in RETRIED else rec
 
     def put(self, recs: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +146,15 @@ class Answerer:
     fast_max_tokens: int = 0
     stats: dict = field(default_factory=lambda: {"cached": 0})
     cached_keys: set = field(default_factory=set)
+    breaker: Breaker | None = None
+
+    def __post_init__(self) -> None:
+        if self.breaker is None:
+            self.breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
+
+    def _call(self, fn, questions: int, what: str):
+        """``fn()`` through the breaker, with the hard limit of ``questions`` questions."""
+        return self.breaker.call(fn, self.cfg.question_timeout_s * questions + self.cfg.call_grace_s, what)
 
     def run(self, items: list[Item]) -> list[dict]:
         """One record per item, in item order."""
@@ -200,13 +215,17 @@ class Answerer:
         both = {}
         try:
             if how == "loglik":
-                lps = option_scores(self.backend, it.prompt, it.bare, it.q.options, how)
+                lps = self._call(lambda: option_scores(self.backend, it.prompt, it.bare, it.q.options, how), 1,
+                                 "option scoring")
             else:  # both text scorings (the bare prompt is short): the record shows what the other would pick
-                both = text_scores(self.backend, it.cloze, it.bare, it.q.options)
+                both = self._call(lambda: text_scores(self.backend, it.cloze, it.bare, it.q.options), 1,
+                                  "option scoring")
                 lps = both[how]
-        except Exception as e:  # the model failed: nothing left but the context
-            log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
-            return self._fallback(it, "error", mode, spent + time.perf_counter() - t)
+        except Exception as e:  # the model failed, hung or is not asked: nothing left but the context
+            reason = _reason(e)
+            if reason != "breaker_open":
+                log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
+            return self._fallback(it, reason, mode, spent + time.perf_counter() - t)
         top = max(lps)
         probs = [math.exp(x - top) for x in lps]
         choice = best(lps)
@@ -214,23 +233,28 @@ class Answerer:
                             confidence=round(probs[choice - 1] / sum(probs), 4), fallback=reason,
                             **({"choice_by": {k: best(v) for k, v in both.items()}} if both else {}))
 
-    def _generate(self, items: list[Item], max_tokens: int, penalty: float = 0.0) -> tuple[list[dict] | None, float]:
+    def _generate(self, items: list[Item], max_tokens: int,
+                  penalty: float = 0.0) -> tuple[list[dict] | None, float, str | None]:
+        """(outputs or None, seconds per question, why there are none)."""
         sp = SamplingConfig(temperature=0.0, max_tokens=max_tokens, frequency_penalty=penalty)
         t = time.perf_counter()
+        outs, reason = None, None
         try:
-            outs = self.backend.generate([it.prompt for it in items], sp, seed=0,
-                                         max_time=self.cfg.question_timeout_s * len(items))
+            outs = self._call(lambda: self.backend.generate([it.prompt for it in items], sp, seed=0,
+                                                            max_time=self.cfg.question_timeout_s * len(items)),
+                              len(items), "generation")
         except Exception as e:
-            log.warning("generation failed for %d question(s) (%s); falling back", len(items), e)
-            outs = None
-        return outs, (time.perf_counter() - t) / len(items)
+            reason = _reason(e)
+            if reason != "breaker_open":
+                log.warning("generation failed for %d question(s) (%s); falling back", len(items), e)
+        return outs, (time.perf_counter() - t) / len(items), reason
 
     def _generate_mcq(self, items: list[Item], mode: str) -> dict[str, dict]:
-        outs, per_q = self._generate(items, self.cfg.mcq_max_tokens)
+        outs, per_q, why = self._generate(items, self.cfg.mcq_max_tokens)
         recs = {}
         for i, it in enumerate(items):
-            if outs is None:
-                recs[it.key] = self._choose(it, mode, reason="error", spent=per_q)
+            if outs is None:  # the option scoring goes through the breaker too (open: the context)
+                recs[it.key] = self._choose(it, mode, reason=why, spent=per_q)
                 continue
             text, finish = outs[i]["text"], outs[i]["finish_reason"]
             choice = extract_choice(text, len(it.q.options))
@@ -243,11 +267,11 @@ class Answerer:
 
     def _generate_open(self, items: list[Item], mode: str) -> dict[str, dict]:
         tokens = self.fast_max_tokens if mode == "fast" and self.fast_max_tokens else self.cfg.max_tokens
-        outs, per_q = self._generate(items, tokens, self.cfg.frequency_penalty)
+        outs, per_q, why = self._generate(items, tokens, self.cfg.frequency_penalty)
         recs = {}
         for i, it in enumerate(items):
             if outs is None:
-                recs[it.key] = self._fallback(it, "error", mode, per_q)
+                recs[it.key] = self._fallback(it, why, mode, per_q)
                 continue
             text = " ".join(outs[i]["text"].split())
             # before the join: a loop of lines counts
@@ -269,6 +293,10 @@ class Answerer:
                                 confidence=round(conf, 4), fallback=reason, source="context")
         return self._record(it, mode, answer_from_context(it.q, it.hits), spent + time.perf_counter() - t,
                             fallback=reason, source="context")
+
+
+def _reason(e: Exception) -> str:
+    return "breaker_open" if isinstance(e, BreakerOpen) else "timeout" if isinstance(e, CallTimeout) else "error"
 
 
 def settings_salt(model_fingerprint: str, cfg: AnswerConfig) -> str:

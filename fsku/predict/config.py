@@ -24,6 +24,11 @@ class AnswerConfig:
     batch_size: int = field(8, ge=1, le=4096)
     question_timeout_s: float = field(
         60.0, gt=0, doc="per question; a generation batch stops after this times its size and late answers fall back")
+    call_grace_s: float = field(
+        30.0, ge=0, doc="a model call's hard limit is its questions' time plus this; past it the call is abandoned "
+                        "and its questions fall back (vLLM and option scoring have no soft limit)")
+    breaker_failures: int = field(3, ge=1, doc="consecutive failed or timed-out model calls that open the breaker")
+    breaker_cooldown_s: float = field(60.0, ge=0, doc="open breaker: seconds before a trial call")
 
 
 @dataclass

@@ -85,6 +85,7 @@ def answer_with_model(model_dir: str | Path, questions: list[Question], search, 
              "fallbacks": _count(r["fallback"] for r in records if r["fallback"]),
              "modes": _count(r["mode"] for r in records),
              **answer_health(records, str(model_dir))}  # collapsed, mcq_distribution, degenerate_open
+    stats["breaker"] = answerer.breaker.summary()
     if budget is not None:
         stats["mode_switches"] = budget.switches
     del backend
