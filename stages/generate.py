@@ -18,10 +18,11 @@ from fsku.gen.backends import TransformersBackend, make_backend
 from fsku.gen.choice import best, constrained_answer, option_scores
 from fsku.gen.config import GenConfig
 from fsku.gen.format import example_turn, format_prompt
-from fsku.gen.runner import model_fingerprint, run_generation, write_final
+from fsku.gen.runner import run_generation, write_final
 from fsku.gen.shots import render_shots
 from fsku.io import read_jsonl, write_json
 from fsku.models.adapter import tokenizer_source
+from fsku.models.fingerprint import model_fingerprint
 from fsku.questions import parse_question
 from fsku.scoring import format_problem, leading_choice
 from fsku.stage import parser, run, seed_everything

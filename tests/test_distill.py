@@ -577,3 +577,28 @@ def test_cached_teacher_logits_refuse_what_does_not_match(work, tmp_path, monkey
         main()
     assert message in str(e.value), str(e.value)
     assert not (work / "refused" / "model").exists()
+
+
+def test_checkpoints_of_a_swapped_student_of_the_same_shapes_are_not_resumed(tmp_path, gemma_tokenizer):
+    """A kill leaves checkpoints marked with the run's fingerprint; another student of the same
+    shapes at the same path (other weights) does not resume them: they are removed."""
+    import shutil
+
+    from fsku.distill.config import TrainConfig
+    from fsku.distill.train import fingerprint, last_checkpoint
+
+    pairs, student, teacher = tmp_path / "train.jsonl", tmp_path / "student", tmp_path / "teacher"
+    pairs.write_text('{"prompt": "질문"}\n')
+    save_model(tiny_gemma(layers=2, seed=3), gemma_tokenizer, teacher)
+    save_model(tiny_gemma(layers=1, seed=1), gemma_tokenizer, student)
+    ckpt, cfg = tmp_path / "ckpt", TrainConfig()
+    first = fingerprint(cfg, [pairs], [str(teacher), str(student)])
+    assert last_checkpoint(ckpt, first) is None
+    (ckpt / "checkpoint-1").mkdir()
+    (ckpt / "checkpoint-1" / "trainer_state.json").write_text("{}")  # what the killed run left
+    assert last_checkpoint(ckpt, first) == str(ckpt / "checkpoint-1")  # the same run resumes it
+    shutil.rmtree(student)
+    save_model(tiny_gemma(layers=1, seed=2), gemma_tokenizer, student)
+    other = fingerprint(cfg, [pairs], [str(teacher), str(student)])
+    assert other != first
+    assert last_checkpoint(ckpt, other) is None and not (ckpt / "checkpoint-1").exists()

@@ -9,9 +9,10 @@ from fsku.gen.config import DedupConfig, GenConfig, PromptsConfig, SamplingConfi
 from fsku.gen.format import format_prompt
 from fsku.gen.pairs import PairsConfig, degenerate_reason, make_pairs
 from fsku.gen.prompts import build_prompts, dedup
-from fsku.gen.runner import model_fingerprint, run_generation
+from fsku.gen.runner import run_generation
 from fsku.gen.shots import SHOTS_INTRO, gold_answer, pick_shots, render_shots
 from fsku.models.adapter import tokenizer_source
+from fsku.models.fingerprint import model_fingerprint
 from fsku.models.load import save_model
 from fsku.questions import Question
 
@@ -188,6 +189,23 @@ def test_transformers_generation_resume_and_shards(tmp_path, tiny_model_dir):
     # other sampling params do not reuse stale partial records
     other, stats = _gen(tiny_model_dir, cfg, tmp_path / "a", sp=SamplingConfig(max_tokens=3))
     assert stats["resumed_records"] == 0 and all(r["n_tokens"] <= 3 for r in other)
+
+
+def test_a_model_of_the_same_shapes_swapped_in_after_a_kill_reuses_nothing(tmp_path, gemma_tokenizer):
+    """Shards left by a killed run of one model are not resumed by another of the same shapes at the
+    same path (other weights): the fingerprint is the weights' content, not their names and sizes."""
+    import shutil
+
+    model, cfg = tmp_path / "model", GenConfig(batch_size=2, max_model_len=256)
+    save_model(tiny_gemma(layers=2, seed=1), gemma_tokenizer, model)
+    first, _ = _gen(model, cfg, tmp_path / "killed")
+    shard = tmp_path / "killed" / "teacher.shard0of1.jsonl"
+    shard.write_text("\n".join(shard.read_text().splitlines()[:2]) + "\n")  # killed after its first batch
+    shutil.rmtree(model)
+    save_model(tiny_gemma(layers=2, seed=2), gemma_tokenizer, model)
+    resumed, stats = _gen(model, cfg, tmp_path / "killed")
+    fresh, _ = _gen(model, cfg, tmp_path / "fresh")
+    assert stats["resumed_records"] == 0 and resumed == fresh and fresh != first
 
 
 def test_long_prompts_are_cut_and_recorded(tmp_path, tiny_model_dir):

@@ -25,6 +25,7 @@ from fsku.distill.examples import check_examples, load_examples
 from fsku.distill.quality import answer_quality
 from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer, write_json
 from fsku.models.compat import TokenizerMismatch, check_and_align, same_vocab
+from fsku.models.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def check_method(cfg: TrainConfig, cross: bool) -> None:
 
 
 def fingerprint(cfg: TrainConfig, files: list[Path], models: list[str]) -> str:
-    from fsku.gen.runner import model_fingerprint
-
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
     for f in files:
         h.update(f.read_bytes())

@@ -25,18 +25,6 @@ from fsku.io import write_jsonl
 log = logging.getLogger(__name__)
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """Cheap identity of a model dir: its config plus the names and sizes of its weight files."""
-    model_dir = Path(model_dir)
-    h = hashlib.sha256()
-    for name in ("config.json", "adapter_config.json"):
-        if (model_dir / name).exists():
-            h.update((model_dir / name).read_bytes())
-    for p in sorted(model_dir.glob("*.safetensors")):
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
-    return h.hexdigest()[:16]
-
-
 def batches(prompts: list[dict], size: int) -> list[list[dict]]:
     return [prompts[i:i + size] for i in range(0, len(prompts), size)]
 

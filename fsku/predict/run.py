@@ -16,6 +16,7 @@ import numpy as np
 from fsku.gen.backends import make_backend
 from fsku.gen.config import GenConfig
 from fsku.io import atomic_path, write_jsonl
+from fsku.models.fingerprint import model_fingerprint
 from fsku.predict.answer import AnswerCache, Answerer, Budget, prepare, settings_salt
 from fsku.predict.config import AnswerConfig, PredictConfig
 from fsku.predict.health import answer_health
@@ -35,25 +36,6 @@ def load_retriever(index_dir: str | Path | None, index_cfg):
     return Retriever.load(index_dir, index_cfg).top_chunks
 
 
-def weights_fingerprint(model_dir: str | Path) -> str:
-    """Identity of a model dir for the answer cache: every file's name and size plus the first and
-    last MiB of its bytes. Retrained weights of the same shapes differ there, which sizes alone
-    would miss; reading whole multi-GB checkpoints is not needed for that."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(Path(model_dir).rglob("*")):
-        if p.is_file():
-            size = p.stat().st_size
-            h.update(f"{p.relative_to(model_dir).as_posix()}:{size}".encode())
-            with open(p, "rb") as f:
-                h.update(f.read(1 << 20))
-                if size > 2 << 20:
-                    f.seek(-(1 << 20), 2)
-                    h.update(f.read())
-    return h.hexdigest()[:16]
-
-
 def timing(records: list[dict], wall_s: float) -> dict:
     secs = [r["seconds"] for r in records]
     return {"latency_p50_s": round(float(np.percentile(secs, 50)), 4) if secs else None,
@@ -70,7 +52,7 @@ def answer_with_model(model_dir: str | Path, questions: list[Question], search, 
     backend = make_backend(cfg.backend, model_dir, engine)
     load_s = time.perf_counter() - t0
     items = prepare(questions, search, prompts_cfg, backend.tokenizer,
-                    salt=settings_salt(weights_fingerprint(model_dir), cfg), system_for=system_for)
+                    salt=settings_salt(model_fingerprint(model_dir), cfg), system_for=system_for)
     answerer = Answerer(backend, cfg, budget=budget, cache=AnswerCache(cache_path) if cache_path else None,
                         fast_max_tokens=getattr(cfg, "fast_max_tokens", 0))
     t1 = time.perf_counter()
