@@ -21,10 +21,10 @@ import torch
 
 from fsku.config import ConfigError, field
 from fsku.io import atomic_dir, save_tokenizer
+from fsku.models.load import DTYPES
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass

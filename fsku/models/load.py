@@ -12,35 +12,12 @@ from pathlib import Path
 
 import torch
 
-from fsku.embedding.static import DEFAULT_SOURCE, resolve_gguf
+from fsku.gguf import DEFAULT_SOURCE, load_model, resolve_gguf
 from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _from_gguf(path: Path, dtype: torch.dtype):
-    import tempfile
-
-    from transformers import AutoModelForCausalLM
-
-    from fsku.embedding.gguf_file import load_tokenizer, write_model_only
-
-    log.info("dequantising %s", path)
-    tokenizer = load_tokenizer(path)  # converted once, then from the user cache
-    with tempfile.TemporaryDirectory(prefix="fsku-gguf-") as tmp:  # held until the weights are copied
-        lean = write_model_only(path, Path(tmp) / path.name)
-        quantized = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=lean.name, dtype=dtype)
-        # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
-        config = quantized.config.to_dict()
-        config.pop("quantization_config", None)
-        config = type(quantized.config).from_dict(config)
-        with torch.device("meta"):
-            model = type(quantized)(config)
-        model.load_state_dict({k: v.clone() for k, v in quantized.state_dict().items()}, assign=True)
-    model.tie_weights()
-    return model.eval(), tokenizer
 
 
 def load_causal_lm(source: str, dtype: str = "float32"):
@@ -49,7 +26,7 @@ def load_causal_lm(source: str, dtype: str = "float32"):
 
     torch_dtype = DTYPES[dtype]
     if source == DEFAULT_SOURCE or source.endswith(".gguf"):
-        return _from_gguf(resolve_gguf(source), torch_dtype)
+        return load_model(resolve_gguf(source, "teacher.model"), torch_dtype)
     if (source.startswith((".", "/")) or Path(source).exists()) and not Path(source).is_dir():
         raise FileNotFoundError(f"model {source}: no such model directory")
     try:

