@@ -31,10 +31,10 @@ def sections() -> dict[str, type]:
     """Each ``params.yaml`` section and the config class its stages load it into."""
     from fsku.chunking.config import ChunkConfig
     from fsku.distill.config import TeacherLogitsConfig, TrainConfig
+    from fsku.distill.pairs import PairsConfig
     from fsku.distill.sft import SftConfig
     from fsku.embedding.static import EncoderConfig
     from fsku.gen.config import GenConfig, PromptsConfig
-    from fsku.gen.pairs import PairsConfig
     from fsku.models.config import StudentConfig, TeacherConfig
     from fsku.predict.config import EvalConfig, PredictConfig
     from fsku.quantize import QuantConfig

@@ -7,7 +7,7 @@ data/pairs/hf (``datasets.load_from_disk``), all replaced at once.
 from pathlib import Path
 
 from fsku.config import load_section
-from fsku.gen.pairs import PairsConfig, make_pairs, save_hf_dataset
+from fsku.distill.pairs import PairsConfig, make_pairs, save_hf_dataset
 from fsku.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from fsku.questions import load_questions
 from fsku.scoring import get_scorer

@@ -5,8 +5,8 @@ LoRA merged or full) -> models/student_sft (a plain model) and metrics/sft.json.
 from pathlib import Path
 
 from fsku.config import load_section
+from fsku.distill.pairs import PairsConfig
 from fsku.distill.sft import SftConfig, run_sft
-from fsku.gen.pairs import PairsConfig
 from fsku.stage import parser, run, seed_everything
 
 

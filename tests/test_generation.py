@@ -4,10 +4,10 @@ import sys
 import pytest
 
 from fsku.config import ConfigError, from_dict
+from fsku.distill.pairs import PairsConfig, degenerate_reason, make_pairs
 from fsku.gen.backends import TransformersBackend, make_backend
 from fsku.gen.config import DedupConfig, GenConfig, PromptsConfig, SamplingConfig
 from fsku.gen.format import format_prompt
-from fsku.gen.pairs import PairsConfig, degenerate_reason, make_pairs
 from fsku.gen.prompts import build_prompts, dedup
 from fsku.gen.runner import run_generation
 from fsku.gen.shots import SHOTS_INTRO, gold_answer, pick_shots, render_shots

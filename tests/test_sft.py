@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from fsku.config import ConfigError, load_section
+from fsku.distill.pairs import PairsConfig, is_test
 from fsku.distill.sft import SftConfig, build_trainer, run_sft, score_completions_only, select_examples
 from fsku.gen.format import format_prompt
-from fsku.gen.pairs import PairsConfig, is_test
 from fsku.io import write_jsonl
 
 from conftest import ROOT, tiny_gemma

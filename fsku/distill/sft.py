@@ -24,8 +24,8 @@ from typing import Literal
 
 from fsku.config import ConfigError, field
 from fsku.distill.config import LoraParams
+from fsku.distill.pairs import PairsConfig, is_test
 from fsku.gen.format import format_prompt
-from fsku.gen.pairs import PairsConfig, is_test
 from fsku.io import atomic_dir, read_jsonl, save_tokenizer, write_json
 from fsku.scoring import format_problem
 
