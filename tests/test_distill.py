@@ -602,3 +602,16 @@ def test_checkpoints_of_a_swapped_student_of_the_same_shapes_are_not_resumed(tmp
     other = fingerprint(cfg, [pairs], [str(teacher), str(student)])
     assert other != first
     assert last_checkpoint(ckpt, other) is None and not (ckpt / "checkpoint-1").exists()
+
+
+def test_distill_outs_do_not_depend_on_the_cpu_kernels_the_machine_would_pick(trained, work):
+    """Two kernel choices on one machine stand for two machines: this CPU's own (run ``a``) and the
+    generic ones a CPU without AVX would get (ATen's ``default`` capability, MKL's ``COMPATIBLE``
+    path). Under the stages' pin (fsku/kernels.py, the default) distill writes the same adapter
+    bytes either way; left to the libraries (``FSKU_CPU_KERNELS=native``) it does not."""
+    generic = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+    run([sys.executable, *distill_cmd(work, "generic")], cwd=ROOT, env=generic)
+    run([sys.executable, *distill_cmd(work, "native")], cwd=ROOT, env={**generic, "FSKU_CPU_KERNELS": "native"})
+    pinned = files(trained / "model")
+    assert files(work / "generic" / "model") == pinned
+    assert files(work / "native" / "model") != pinned

@@ -185,7 +185,9 @@ def _imports(path: Path, root: Path) -> set[Path]:
 
 
 def _closure(entry: Path, root: Path) -> set[Path]:
-    todo, seen = [entry], set()
+    # `python -m stages.x` runs stages/__init__.py first (it pins the CPU kernels)
+    inits = [root / parent / "__init__.py" for parent in entry.relative_to(root).parents if parent != Path(".")]
+    todo, seen = [entry, *(i for i in inits if i.is_file())], set()
     while todo:
         f = todo.pop()
         if f in seen:

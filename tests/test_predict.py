@@ -77,7 +77,7 @@ def test_option_scoring_matches_full_sequence_logprobs(backend):
 def test_option_text_scoring_equals_a_direct_computation(tmp_path, gemma_tokenizer):
     """Options scored on one cached prompt pass, batched, equal each full sequence's own log-probs;
     the prompt is longer than the tiny model's sliding window (8), so the cached window is exercised."""
-    from fsku.gen.backends import option_sequences
+    from fsku.gen.backend import option_sequences
     from fsku.gen.choice import option_scores
 
     save_model(tiny_gemma(layers=3, seed=3), gemma_tokenizer, tmp_path / "m")

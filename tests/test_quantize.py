@@ -67,7 +67,8 @@ def test_gptq_on_cpu_reloads_as_the_stages_do(merged, tmp_path, monkeypatch):
     """Real gptqmodel on CPU: the saved model reloads through transformers (as ``evaluate`` and
     ``predict`` load it) onto gptqmodel's kernels, stays close to the original, is the same bytes
     when quantized again, and leaves nothing in the working directory."""
-    from fsku.models.load import is_quantized, load_for_inference
+    from fsku.models.adapter import is_quantized
+    from fsku.models.load import load_for_inference
 
     monkeypatch.chdir(tmp_path)
     cfg = QuantConfig(method="gptq", gptq_group_size=32, calibration_samples=8)

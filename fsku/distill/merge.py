@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from fsku.io import atomic_dir, save_tokenizer
-from fsku.models.adapter import find_adapter, tokenizer_source
+from fsku.models.adapter import find_adapter, merged_model, tokenizer_source
 
 
 def merge(model_dir: str | Path, out_dir: str | Path) -> str:
@@ -18,12 +18,9 @@ def merge(model_dir: str | Path, out_dir: str | Path) -> str:
         with atomic_dir(out_dir) as tmp:
             shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         return "full model copied unchanged"
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(adapter.base)
-    dtype = base.dtype
-    merged = PeftModel.from_pretrained(base, adapter.path).merge_and_unload().to(dtype)
+    merged = merged_model(adapter)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp))

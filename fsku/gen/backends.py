@@ -1,7 +1,6 @@
-"""Generation backends. Both return, per prompt: text, generated token count, finish reason
-(``stop`` on an end-of-sequence token, ``length`` at max_tokens), prompt token count and whether
-the prompt was cut to fit the context. With ``n`` > 1 samples per prompt, those fields describe the
-first sample and ``samples`` lists all of them."""
+"""The transformers backend, and ``make_backend``, which resolves a model directory once and picks
+the backend that serves it (vLLM's is ``fsku/gen/vllm_backend.py``; the interface both implement is
+``fsku/gen/backend.py``)."""
 
 from __future__ import annotations
 
@@ -11,8 +10,10 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from fsku.gen.backend import common_prefix, option_sequences, with_samples
 from fsku.gen.config import GenConfig, SamplingConfig
 from fsku.gen.format import stop_strings
+from fsku.models.adapter import ModelSource, resolve_model
 
 log = logging.getLogger(__name__)
 FALLBACK_LOG = "fsku.fallback"  # warnings fsku.stage.run repeats at the end of a stage
@@ -62,11 +63,11 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, cfg: GenConfig):
+    def __init__(self, model: str | Path | ModelSource, cfg: GenConfig):
         from fsku.models.load import load_for_inference
 
         self.cfg = cfg
-        self.model, self.tokenizer = load_for_inference(model_dir)
+        self.model, self.tokenizer = load_for_inference(model)
         self.tokenizer.padding_side = "left"
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
@@ -190,35 +191,6 @@ class TransformersBackend:
         return out
 
 
-def option_sequences(tokenizer, prompt: str, options: list[str], max_len: int) -> tuple[int, list[list[int]]]:
-    """(index of the first option token, token ids of prompt + option for each option), cut from the
-    left to fit ``max_len``. The option's tokens start where the prompt's own tokenisation stops
-    agreeing with every full sequence (a merge across the boundary puts the shared token there)."""
-    p_ids = tokenizer(prompt, add_special_tokens=True).input_ids
-    seqs = [tokenizer(prompt + o, add_special_tokens=True).input_ids for o in options]
-    head = min([common_prefix([p_ids, s]) for s in seqs] + [len(s) - 1 for s in seqs])
-    cut = max(0, max(len(s) for s in seqs) - max_len)
-    if cut and cut >= head:
-        raise ValueError(f"options too long to score within max_model_len {max_len}")
-    return max(1, head - cut), [s[cut:] for s in seqs]
-
-
-def common_prefix(seqs: list[list[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return n
-
-
-def with_samples(samples: list[dict], prompt_tokens: int, truncated: bool) -> dict:
-    """One prompt's result: the first sample's fields, plus every sample when there are several."""
-    out = {**samples[0], "prompt_tokens": prompt_tokens, "prompt_truncated": truncated}
-    if len(samples) > 1:
-        out["samples"] = samples
-    return out
-
-
 def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):
     """``auto`` takes vLLM when it imports and starts, else transformers; ``vllm`` insists on it.
 
@@ -227,6 +199,7 @@ def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):
     when the stage ends. A config error (a memory share that cannot hold the model) always stops."""
     from fsku.config import ConfigError
 
+    source = resolve_model(model_dir)  # once: adapter, tokenizer source, quantized
     fallback = None
     if kind in ("auto", "vllm"):
         try:
@@ -237,14 +210,14 @@ def make_backend(kind: str, model_dir: str | Path, cfg: GenConfig):
             fallback = f"vLLM does not import ({str(e).splitlines()[0][:200]})"
         else:
             try:
-                return VLLMBackend(model_dir, cfg)
+                return VLLMBackend(source, cfg)
             except ConfigError:
                 raise
             except Exception as e:  # vLLM raises many types when an engine cannot start
                 if kind == "vllm":
                     raise
                 fallback = f"vLLM did not start ({str(e).splitlines()[0][:300]})"
-    backend = TransformersBackend(model_dir, cfg)
+    backend = TransformersBackend(source, cfg)
     if fallback:
         backend.fallback = f"{fallback}: generating with transformers instead, many times slower on a GPU"
         logging.getLogger(FALLBACK_LOG).warning("%s: %s", model_dir, backend.fallback)

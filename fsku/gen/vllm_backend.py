@@ -7,23 +7,24 @@ from pathlib import Path
 
 import vllm  # noqa: F401  - an ImportError here means "no vLLM"
 
-from fsku.gen.backends import common_prefix, option_sequences, with_samples
+from fsku.gen.backend import common_prefix, option_sequences, with_samples
 from fsku.gen.config import GenConfig, SamplingConfig, check_vllm_memory, weights_gib
 from fsku.gen.format import stop_strings
-from fsku.models.adapter import find_adapter, tokenizer_source
+from fsku.models.adapter import ModelSource, resolve_model
 
 
 class VLLMBackend:
     name = "vllm"
     fallback = None
 
-    def __init__(self, model_dir: str | Path, cfg: GenConfig):
+    def __init__(self, model: str | Path | ModelSource, cfg: GenConfig):
         from transformers import AutoTokenizer
         from vllm import LLM
 
+        source = resolve_model(model)
+        model_dir, adapter = source.path, source.adapter
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir))
-        adapter = find_adapter(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(source.tokenizer)
         lora = {}
         self.lora = None
         if adapter:  # serve the base with the adapter applied per request

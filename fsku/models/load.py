@@ -49,33 +49,23 @@ def save_model(model, tokenizer, out_dir: str | Path) -> None:
         save_tokenizer(tokenizer, tmp)
 
 
-def is_quantized(model_dir: str | Path) -> bool:
-    """Whether a model dir holds pre-quantized weights (bitsandbytes, GPTQ, ...)."""
-    import json
-
-    cfg = Path(model_dir) / "config.json"
-    return cfg.is_file() and "quantization_config" in json.loads(cfg.read_text(encoding="utf-8"))
-
-
-def load_for_inference(model_dir: str | Path):
-    """(model, tokenizer) ready for inference on the best device: a LoRA adapter dir is merged into
-    its base; a quantized dir is placed by ``device_map`` (quantized weights cannot be moved)."""
+def load_for_inference(model):
+    """(model, tokenizer) ready for inference on the best device, from a model dir, hub id or
+    ``ModelSource``: a LoRA adapter is merged into its base; a quantized dir is placed by
+    ``device_map`` (quantized weights cannot be moved)."""
     from transformers import AutoModelForCausalLM
 
-    from fsku.models.adapter import find_adapter, tokenizer_source
+    from fsku.models.adapter import merged_model, resolve_model
 
+    source = resolve_model(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = cached_tokenizer(tokenizer_source(model_dir))
-    adapter = find_adapter(model_dir)
-    if adapter:
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(adapter.base)
-        model = PeftModel.from_pretrained(base, adapter.path).merge_and_unload().to(device)
-    elif is_quantized(model_dir):
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), device_map=device)
+    tokenizer = cached_tokenizer(source.tokenizer)
+    if source.adapter:
+        model = merged_model(source.adapter).to(device)
+    elif source.quantized:
+        model = AutoModelForCausalLM.from_pretrained(source.path, device_map=device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source.path).to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
