@@ -68,7 +68,8 @@ def main() -> None:
         return
     results = {}
     for name in ("portable", "native"):
-        env = {**os.environ, "FSKU_CPU_KERNELS": name, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}
+        path = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])
+        env = {**os.environ, "FSKU_CPU_KERNELS": name, "PYTHONPATH": path}
         # what stages/__init__.py does before a stage loads torch, in the child's own environment
         code = ("import os, runpy, sys; from fsku.kernels import pin_cpu_kernels; pin_cpu_kernels(); "
                 f"sys.argv = [{__file__!r}, '--child', '--model', {args.model!r}, '--tokens', '{args.tokens}', "

@@ -85,19 +85,15 @@ def missing_inputs(args) -> list[str]:
 
 
 def common_args(cfg, output_dir: str, max_steps: int) -> dict:
-    """The TrainingArguments `run_distill` sets (fsku/distill/train.py), less checkpoints."""
-    import torch
+    """The TrainingArguments `run_distill` sets (`trainer_args`), less checkpoints; the batch size is
+    set by each variant."""
+    from fsku.distill.train import trainer_args
 
-    return dict(
-        output_dir=output_dir, gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs, max_steps=max_steps,
-        save_strategy="no", logging_steps=cfg.logging_steps,
-        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=cfg.gradient_checkpointing, max_length=cfg.max_length,
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
-        train_sampling_strategy="sequential",  # same batches in both variants (see the docstring)
-    )
+    args = trainer_args(cfg, output_dir)
+    for key in ("per_device_train_batch_size", "save_steps", "save_total_limit"):
+        args.pop(key)
+    return {**args, "max_steps": max_steps, "save_strategy": "no", "max_length": cfg.max_length,
+            "train_sampling_strategy": "sequential"}  # same batches in both variants (see the docstring)
 
 
 def gkd_rows(examples: list[dict], tokenizer, cfg, batch: int) -> list[dict]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-
-from fsku.config import ConfigError
 
 
 def _section(cls, name: str, params: str, keys=None):
@@ -39,23 +36,11 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     return out
 
 
-def load_gold(path: str | Path):
-    """Questions with answers: FSKU files (``ID, Question, Answer[, Keyword][, Domain]``)."""
-    from fsku.questions import load_questions
-
-    qs = load_questions(path)
-    missing = [q.id for q in qs if not q.answer]
-    if missing:
-        raise ValueError(f"{path}: no Answer for {', '.join(missing[:5])}")
-    return qs
-
-
 def score(args) -> dict:
     from fsku.metric import Similarity, default_similarity, score_items, summarize
+    from fsku.questions import load_answered
 
-    golds = [q for path in args.gold for q in load_gold(path)]
-    if len({q.id for q in golds}) != len(golds):
-        raise ValueError("gold IDs repeat across the files given")
+    golds = load_answered(args.gold)
     preds = read_predictions(args.pred)
     sim_name = args.similarity or default_similarity()
     items = score_items(golds, preds, Similarity(sim_name))
@@ -113,12 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from fsku.stage import EXPECTED, setup_logging
+
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         result = args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except EXPECTED as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result, ensure_ascii=False, indent=2))

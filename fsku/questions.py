@@ -104,3 +104,20 @@ def load_questions(path: str | Path, max_chars: int = 20_000) -> list[Question]:
     if not out:
         raise ValueError(f"{path}: no questions")
     return out
+
+
+def load_answered(paths: list[str | Path]) -> list[Question]:
+    """Questions with answers to score against, from one or more FSKU files (``ID, Question, Answer[,
+    Keyword]``): the scorer's and the eval stage's gold. An ID in two files, or a question without
+    its Answer, is an error naming them."""
+    out, where = [], {}
+    for path in paths:
+        for question in load_questions(path):
+            if question.id in where:
+                raise ValueError(f"{path}: ID {question.id} is also in {where[question.id]}; IDs must be unique")
+            where[question.id] = path
+            out.append(question)
+        missing = [x.id for x in out if where[x.id] == path and not x.answer]
+        if missing:
+            raise ValueError(f"{path}: no Answer to score against for {', '.join(missing[:5])}")
+    return out

@@ -29,6 +29,16 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+# what a stage or command stops on with one line, `error: ...` (a bad param, bad input, a missing file)
+EXPECTED = (ConfigError, ValueError, FileNotFoundError)
+
+
+def setup_logging() -> None:
+    """Log to stderr at ``FSKU_LOG`` (INFO): the stages' and the commands' one setup."""
+    logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -51,14 +61,13 @@ def run(main: Callable[[], None]) -> None:
     stage seeds again from its params), and turn expected failures into one clear line and exit 1.
     A generation backend that fell back (logger ``fsku.fallback``) is said again as the last lines,
     where a long stage's log ends, not only among its first."""
-    logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     kept = _Kept()
     logging.getLogger("fsku.fallback").addHandler(kept)
     seed_everything(0)  # a stage that draws anything reseeds from its own params key (train.seed, ...)
     try:
         main()
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except EXPECTED as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     finally:

@@ -35,7 +35,7 @@ from fsku.predict.config import EvalConfig
 from fsku.predict.evaluation import plot_csv, report, score_row, with_teacher
 from fsku.predict.health import mcq_distribution
 from fsku.predict.run import answer_with_model, load_retriever
-from fsku.questions import load_questions
+from fsku.questions import load_answered, load_questions
 from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
 from fsku.stage import parser, run, seed_everything
 
@@ -66,12 +66,8 @@ def main() -> None:
     gen_cfg = load_section(GenConfig, "gen", args.params, ENGINE_KEYS)
     prompts_cfg = load_section(PromptsConfig, "prompts", args.params, CONTEXT_KEYS + SHOT_KEYS)
     seed_everything(cfg.seed)
-    questions = [q for path in (args.questions or [cfg.questions]) for q in load_questions(path)]
-    if len({q.id for q in questions}) != len(questions):
-        raise ValueError("question IDs repeat across the files given; they must be unique")
+    questions = load_answered(args.questions or [cfg.questions])
     questions = questions[: cfg.limit] if cfg.limit else questions
-    if not all(q.answer for q in questions):
-        raise ValueError(f"{', '.join(q.id for q in questions if not q.answer)[:200]}: no Answer to score against")
     index_cfg = load_section(IndexConfig, "index", args.params, SEARCH_KEYS) if args.index else None
     search = load_retriever(args.index, index_cfg)
     similarity = Similarity(cfg.similarity_model)

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the tests compare runs on one machine: the libraries' own (fastest) kernels; fsku/kernels.py's
+# portable choice, which every stage takes by default, is tested where it matters (test_distill.py)
+os.environ.setdefault("FSKU_CPU_KERNELS", "native")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two pytest workers on the 2 cores: one thread each (subprocesses inherit it),
     # so the workers do not fight over the cores

@@ -68,3 +68,19 @@ def test_real_fsku_sample_parses():
     assert mcq and all(len(q.options) in (4, 5) and 1 <= int(q.answer) <= len(q.options) for q in mcq)
     open_ = load_questions(SHARED / "fsku-sample/open.csv")
     assert open_ and all(not q.is_mcq for q in open_)
+
+
+def test_gold_files_name_a_repeated_id_and_a_missing_answer(tmp_path):
+    """The scorer's and the eval stage's gold (``load_answered``): an ID in two files, or a question
+    without its Answer, stops with the file and the IDs named."""
+    from fsku.questions import load_answered
+
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    a.write_text("ID,Question,Answer\nQ1,접근매체란?,접근 수단\nQ2,보기 1 2,1\n", encoding="utf-8")
+    b.write_text("ID,Question,Answer\nQ3,설명하세요,답\nQ1,다시,답\n", encoding="utf-8")
+    c.write_text("ID,Question,Answer\nQ4,설명하세요,\n", encoding="utf-8")
+    assert [q.id for q in load_answered([a])] == ["Q1", "Q2"]
+    with pytest.raises(ValueError, match=r"b.csv: ID Q1 is also in .*a.csv"):
+        load_answered([a, b])
+    with pytest.raises(ValueError, match=r"c.csv: no Answer to score against for Q4"):
+        load_answered([a, c])

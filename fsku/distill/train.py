@@ -143,6 +143,21 @@ def measure_before(trainer, teacher, test: list[dict], tokenizer, cfg: TrainConf
     return before
 
 
+def trainer_args(cfg: TrainConfig, output_dir: str) -> dict:
+    """The ``transformers.TrainingArguments`` fields of a distillation run, from ``TrainConfig`` (the one
+    place that maps its names to the trainer's: DPOConfig, GKDConfig and GOLDConfig take them all)."""
+    return dict(
+        output_dir=output_dir, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps,
+        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
+    )
+
+
 def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir: str, out_dir: Path,
                 ckpt_dir: Path, log_dir: Path, metrics_file: Path, teacher_logits_dir: Path | None = None) -> dict:
     from peft import LoraConfig
@@ -194,16 +209,7 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     datasets.disable_progress_bars()
     cols = ("prompt", "chosen", "rejected")
     train_ds = datasets.Dataset.from_list([{k: e[k] for k in cols} for e in train])
-    common = dict(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
-    )
+    common = trainer_args(cfg, str(ckpt_dir))
     peft_config = None
     if cfg.lora.enabled:
         peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
