@@ -175,10 +175,11 @@ def load_section(cls: type[T], section: str, path: str | Path = "params.yaml",
     for key in keys:
         *parents, last = key.split(".")
         src, dst = full, out
-        for name in parents:
-            src, dst = getattr(src, name), getattr(dst, name)
-        if not hasattr(dst, last) or last not in {f.name for f in dataclasses.fields(dst)}:
-            raise ConfigError(f"{section}.{key}: not a key of {cls.__name__}")
+        for name in [*parents, last]:
+            if not dataclasses.is_dataclass(dst) or name not in {f.name for f in dataclasses.fields(dst)}:
+                raise ConfigError(f"{section}.{key}: not a key of {cls.__name__}")
+            if name != last:
+                src, dst = getattr(src, name), getattr(dst, name)
         setattr(dst, last, getattr(src, last))
     return out
 

@@ -39,6 +39,7 @@ class GGUFFile:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     header_end: int = 0      # end of the key/value metadata (the tokenizer lives there)
     version: int = 3
+    n_tensors: int = 0       # as the header says (the tensor table is copied whole)
     spans: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> (value type, first byte, end)
     infos_end: int = 0       # end of the tensor table
     data_start: int = 0      # first byte of the (aligned) tensor data
@@ -126,7 +127,7 @@ def read_gguf(path: str | Path) -> GGUFFile:
                 return items, pos
             raise ValueError(f"{path}: unknown GGUF value type {vtype} at byte {pos}")
 
-        out.version = version
+        out.version, out.n_tensors = version, n_tensors
         for _ in range(n_kv):
             start = pos
             key, pos = string(pos)
@@ -168,7 +169,7 @@ def write_model_only(path: str | Path, dst: str | Path) -> Path:
     kept = [k for k in src.spans if k not in drop]
     align = int(src.fields.get("general.alignment", 32))
     with open(src.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, open(dst, "wb") as out:
-        out.write(b"GGUF" + struct.pack("<IQQ", src.version, len(src.tensors), len(kept) + bool(extra)))
+        out.write(b"GGUF" + struct.pack("<IQQ", src.version, src.n_tensors, len(kept) + bool(extra)))
         for k in kept:
             out.write(mm[src.spans[k][1]:src.spans[k][2]])
         out.write(extra)

@@ -129,8 +129,9 @@ def cached_tokenizer(source: str | Path):
     """``AutoTokenizer.from_pretrained(source)``, parsed once per process for each tokenizer content:
     an eval row reads its own model's, then the teacher's, then its own again, and distill the
     student's and the teacher's, usually the very same 262,144-token tokenizer (seconds a load). Each
-    caller gets a shallow copy: its own chat template; the parsed vocabulary, padding side and
-    special tokens are shared (set only to "left" and to the EOS pad, the same way by every caller)."""
+    caller gets a shallow copy: its own chat template and padding side; the parsed vocabulary and the
+    special tokens are shared (the pad token is set only to the EOS token, the same way by every
+    caller, and only where the tokenizer has none)."""
     import copy
     import hashlib
 

@@ -55,49 +55,62 @@ def _mcq(i):
 
 
 def test_a_hanging_model_is_abandoned_at_its_limit_and_then_not_called():
-    backend = HangingBackend(hang_s=0.5)
-    cfg = PredictConfig(question_timeout_s=0.05, call_grace_s=0.1, breaker_failures=2, breaker_cooldown_s=3600,
-                        batch_size=1, mcq_mode="loglik")
+    """The model sleeps 10 s on its first call and ignores every limit. The first question waits its
+    hard limit (0.15 s) and falls back; the second waits as long for the abandoned call, in vain,
+    which is the second failure in a row: the breaker opens. Two questions go to the fallback
+    unasked (the cool-down), then a trial call finds the model still busy and the breaker reopens."""
+    backend = HangingBackend(hang_s=10.0)
+    cfg = PredictConfig(question_timeout_s=0.05, call_grace_s=0.1, breaker_failures=2, breaker_cooldown=2,
+                        batch_size=1, mcq_mode="loglik")  # loglik scoring: no limit of its own
     answerer = Answerer(backend, cfg)
     started = time.perf_counter()
-    first = answerer.run([_open(1)])          # abandoned after 0.15 s, still sleeping
-    busy = answerer.run([_open(2)])           # the model is busy with it: not called
-    time.sleep(1.0)
-    second = answerer.run([_mcq(1)])          # loglik scoring has no limit of its own: abandoned too
-    time.sleep(1.0)
-    after = answerer.run([_open(3), _mcq(2)])  # two consecutive timeouts opened the breaker
-    records = first + busy + second + after
-    assert [r["fallback"] for r in records] == ["timeout", "breaker_open", "timeout", "breaker_open", "breaker_open"]
+    records = answerer.run([_open(1), _open(2), _mcq(1), _open(3), _mcq(2)])
+    assert time.perf_counter() - started < 5.0  # five hard limits of 0.15 s, not the 10 s hang
+    assert [r["fallback"] for r in records] == ["timeout", "timeout", "breaker_open", "breaker_open", "timeout"]
     assert all(r["source"] == "context" for r in records)
     assert "접근매체" in records[0]["answer"] and records[2]["answer"] == "1"  # the option the context names
-    assert backend.calls == 2
+    assert backend.calls == 1  # the model was never called again while busy
     summary = answerer.breaker.summary()
-    assert (summary["state"], summary["calls"], summary["abandoned"], summary["refused"]) == ("open", 2, 2, 3)
-    assert [(t["call"], t["from"], t["to"]) for t in summary["transitions"]] == [(2, "closed", "open")]
-    # each wait was the hard limit (0.15 s), not the hang: the two sleeps of this test are most of it
-    assert time.perf_counter() - started < 2.0 + 2 * 0.5
+    assert (summary["state"], summary["calls"], summary["abandoned"], summary["refused"]) == ("open", 3, 1, 2)
+    assert [(t["call"], t["from"], t["to"]) for t in summary["transitions"]] == \
+        [(2, "closed", "open"), (2, "open", "half_open"), (3, "half_open", "open")]
 
 
 def test_a_failing_model_opens_the_breaker_and_a_trial_call_closes_it():
     backend = FlakyBackend(fail=3)
-    answerer = Answerer(backend, PredictConfig(breaker_failures=2, breaker_cooldown_s=0.3, batch_size=1))
-    reasons = [r["fallback"] for i in (1, 2, 3) for r in answerer.run([_open(i)])]
-    assert reasons == ["error", "error", "breaker_open"] and backend.calls == 2
-    time.sleep(0.4)
-    assert answerer.run([_open(4)])[0]["fallback"] == "error"  # the trial call fails: open again
-    assert answerer.run([_open(5)])[0]["fallback"] == "breaker_open"
-    time.sleep(0.4)
-    recovered = answerer.run([_open(6), _open(7)])
-    assert [r["fallback"] for r in recovered] == [None, None] and recovered[0]["answer"] == ANSWER
-    moves = [(t["from"], t["to"]) for t in answerer.breaker.summary()["transitions"]]
-    assert moves == [("closed", "open"), ("open", "half_open"), ("half_open", "open"), ("open", "half_open"),
-                     ("half_open", "closed")]
-    assert answerer.breaker.summary()["state"] == "closed" and backend.calls == 5
+    answerer = Answerer(backend, PredictConfig(breaker_failures=2, breaker_cooldown=1, batch_size=1))
+    records = answerer.run([_open(i) for i in range(1, 8)])
+    assert [r["fallback"] for r in records] == ["error", "error", "breaker_open", "error", "breaker_open", None, None]
+    assert records[5]["answer"] == ANSWER and backend.calls == 5
+    moves = [(t["call"], t["from"], t["to"]) for t in answerer.breaker.summary()["transitions"]]
+    assert moves == [(2, "closed", "open"), (2, "open", "half_open"), (3, "half_open", "open"),
+                     (3, "open", "half_open"), (4, "half_open", "closed")]
 
 
-def test_a_resumed_run_asks_the_model_again_for_what_it_was_not_asked(tmp_path):
+class BadOptionsBackend(FlakyBackend):
+    """Option scoring refuses its first ``fail`` questions' input (as options too long to score
+    are); the model itself is fine."""
+
+    def option_logprobs(self, prompts, options):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise ValueError("options too long to score within max_model_len 64")
+        return [[[-1.0 - i] for i in range(len(opts))] for opts in options]
+
+
+def test_a_question_that_cannot_be_scored_is_no_failure_of_the_model():
+    backend = BadOptionsBackend(fail=4)
+    answerer = Answerer(backend, PredictConfig(breaker_failures=2, batch_size=1, mcq_mode="option"))
+    records = answerer.run([_mcq(i) for i in range(1, 7)])
+    assert [r["fallback"] for r in records] == ["error"] * 4 + [None, None]
+    assert answerer.breaker.summary()["transitions"] == [] and backend.calls == 6
+
+
+def test_a_resumed_run_asks_the_model_again_for_what_the_context_answered(tmp_path):
     cache = AnswerCache(tmp_path / "answers.jsonl")
-    cache.put([{"key": "a", "fallback": "breaker_open"}, {"key": "b", "fallback": "error"},
-               {"key": "c", "fallback": "timeout"}, {"key": "d", "fallback": None}])
+    cache.put([{"key": "a", "fallback": "breaker_open", "source": "context"},
+               {"key": "b", "fallback": "error", "source": "context"},
+               {"key": "c", "fallback": "error", "source": "model"},  # generation failed, scoring answered
+               {"key": "d", "fallback": "timeout", "source": "context"}, {"key": "e", "fallback": None}])
     again = AnswerCache(tmp_path / "answers.jsonl")
-    assert [again.get(k) is None for k in "abcd"] == [True, True, False, False]
+    assert [again.get(k) is None for k in "abcde"] == [True, True, False, False, False]

@@ -29,38 +29,48 @@ def _under(keys, prefixes) -> set[str]:
     return {k for k in keys if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
 
+def _param_leaves(node, prefix=""):
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _param_leaves(v, f"{prefix}.{key}" if prefix else key)]
+    return [prefix]
+
+
+def _tracking_problems(name: str, loads, tracked_params: list[str], params: dict, by_design=()) -> list[str]:
+    """What a stage reads but does not track, and what it tracks but never reads: ``loads`` are its
+    (section, config class, keys) reads, ``tracked_params`` its dvc.yaml params."""
+    from fsku.config import leaves
+
+    read = set()
+    for section, cls, keys in loads:
+        everything = leaves(cls, section)
+        read |= set(everything) if keys is None else _under(everything, [f"{section}.{k}" for k in keys])
+    read -= _under(read, by_design)
+    tracked = _under(_param_leaves(params), tracked_params)
+    problems = []
+    if read - tracked:
+        problems.append(f"{name} reads but does not track {sorted(read - tracked)}")
+    if tracked - read:
+        problems.append(f"{name} tracks but never reads {sorted(tracked - read)}")
+    return problems
+
+
 def test_dvc_yaml_tracks_exactly_the_params_each_stage_reads(root):
     """Each stage's params in dvc.yaml are exactly the keys its code loads (``load_section``, with
     its ``keys`` where it reads part of a section): nothing it reads is left untracked (a change
     would not rerun it), and nothing it never reads is tracked (a change would rerun it for
     nothing). No tracked mapping holds a key named size/nfiles (DVC's run-cache key skips those)."""
-    from fsku.config import leaves
-
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
-
-    def param_leaves(node, prefix=""):
-        if isinstance(node, dict):
-            return [k for key, v in node.items() for k in param_leaves(v, f"{prefix}.{key}" if prefix else key)]
-        return [prefix]
-    every = param_leaves(params)
     # keys a stage reads but by design does not track: sharding never changes the final out, and
     # each generation stage ignores the other model's sampling
     by_design = {"teacher_gen": {"gen.shards", "gen.shard_index", "gen.student"},
                  "student_gen": {"gen.shards", "gen.shard_index", "gen.teacher", "gen.teacher_system",
                                  "gen.teacher_mcq"}}
-    checked = []
+    problems, checked = [], []
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        module = body["cmd"].split()[2]
-        read = set()
-        for section, cls, keys in _loads(module):
-            everything = leaves(cls, section)
-            read |= set(everything) if keys is None else _under(everything, [f"{section}.{k}" for k in keys])
-        read -= _under(read, by_design.get(name, ()))
-        tracked = _under(every, body.get("params", []))
-        assert not read - tracked, f"{name} reads but does not track {sorted(read - tracked)}"
-        assert not tracked - read, f"{name} tracks but never reads {sorted(tracked - read)}"
+        loads = _loads(body["cmd"].split()[2])
+        problems += _tracking_problems(name, loads, body.get("params", []), params, by_design.get(name, ()))
         for t in body.get("params", []):
             node = params
             for key in t.split("."):
@@ -73,22 +83,27 @@ def test_dvc_yaml_tracks_exactly_the_params_each_stage_reads(root):
                         walk(v)
             walk(node)
         checked.append(name)
+    assert not problems, "\n".join(problems)
     assert len(checked) == len(stages) and "predict" in checked
     # sft also reads the held-out split of pairs (its test prompts stay unseen)
     assert {"pairs.test_fraction", "pairs.seed"} <= set(stages["sft"]["params"])
 
 
 def test_the_params_check_catches_over_and_under_tracking(root):
-    """The check above, fed a stage that tracks the whole index section while reading only the
-    search keys, and one that reads a section it does not track, fails on each."""
-    from fsku.config import leaves
+    """The check above on made-up stages: one tracking the whole index section while reading only
+    the search keys (as prompts did), one reading a section it does not track, and a right one."""
+    from fsku.gen.config import PromptsConfig
     from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
 
-    everything = leaves(IndexConfig, "index")
-    read = _under(everything, [f"index.{k}" for k in SEARCH_KEYS])
-    assert "index.eval.ks" in _under(everything, ["index"]) - read  # over-tracking shows
-    assert read - _under(everything, ["index.hybrid"]) == _under(everything, ["index.dense.nprobe", "index.rerank"])
-    assert _loads("stages.prompts")[1][2] == SEARCH_KEYS
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    search = [("index", IndexConfig, SEARCH_KEYS)]
+    over = _tracking_problems("over", search, ["index"], params)
+    assert len(over) == 1 and "tracks but never reads" in over[0] and "index.eval.ks" in over[0]
+    under = _tracking_problems("under", [*search, ("prompts", PromptsConfig, None)],
+                               ["index.dense.nprobe", "index.hybrid", "index.rerank"], params)
+    assert len(under) == 1 and "reads but does not track" in under[0] and "prompts.top_k" in under[0]
+    assert _tracking_problems("right", search, ["index.dense.nprobe", "index.hybrid", "index.rerank"], params) == []
+    assert _loads("stages.prompts")[1] == ("index", IndexConfig, SEARCH_KEYS)
 
 
 @pytest.mark.parametrize("param, trackers", [

@@ -125,8 +125,10 @@ class AnswerCache:
 
     def get(self, key: str) -> dict | None:
         rec = self.records.get(key)
-        # the model failed or was not asked: retried on a rerun
-        return None if rec is None or rec.get("fallback") in RETRIED else rec
+        # the model failed or was not asked, and the context answered: asked again on a rerun
+        if rec is None or (rec.get("fallback") in RETRIED and rec.get("source") == "context"):
+            return None
+        return rec
 
     def put(self, recs: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,7 @@ class Answerer:
 
     def __post_init__(self) -> None:
         if self.breaker is None:
-            self.breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
+            self.breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown)
 
     def _call(self, fn, questions: int, what: str):
         """``fn()`` through the breaker, with the hard limit of ``questions`` questions."""
@@ -222,10 +224,11 @@ class Answerer:
                                   "option scoring")
                 lps = both[how]
         except Exception as e:  # the model failed, hung or is not asked: nothing left but the context
-            reason = _reason(e)
-            if reason != "breaker_open":
+            if _reason(e) != "breaker_open":
                 log.warning("%s: option scoring failed (%s); answering from the retrieved context", it.q.id, e)
-            return self._fallback(it, reason, mode, spent + time.perf_counter() - t)
+            # the first cause stays the record's reason (a generation that timed out, then a refusal)
+            first = reason if reason in ("timeout", "error", "breaker_open") else _reason(e)
+            return self._fallback(it, first, mode, spent + time.perf_counter() - t)
         top = max(lps)
         probs = [math.exp(x - top) for x in lps]
         choice = best(lps)
@@ -299,6 +302,11 @@ def _reason(e: Exception) -> str:
     return "breaker_open" if isinstance(e, BreakerOpen) else "timeout" if isinstance(e, CallTimeout) else "error"
 
 
+# settings that never change an answer the model gave: kept out of the cache key
+NOT_IN_KEY = ("call_grace_s", "breaker_failures", "breaker_cooldown", "seed")
+
+
 def settings_salt(model_fingerprint: str, cfg: AnswerConfig) -> str:
     """What an answer depends on besides the question: the model and the answering settings."""
-    return json.dumps([model_fingerprint, asdict(cfg)], sort_keys=True)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_KEY}
+    return json.dumps([model_fingerprint, settings], sort_keys=True)

@@ -28,7 +28,8 @@ class AnswerConfig:
         30.0, ge=0, doc="a model call's hard limit is its questions' time plus this; past it the call is abandoned "
                         "and its questions fall back (vLLM and option scoring have no soft limit)")
     breaker_failures: int = field(3, ge=1, doc="consecutive failed or timed-out model calls that open the breaker")
-    breaker_cooldown_s: float = field(60.0, ge=0, doc="open breaker: seconds before a trial call")
+    breaker_cooldown: int = field(
+        8, ge=0, le=100_000, doc="open breaker: questions answered by the fallback before a trial call")
 
 
 @dataclass
