@@ -234,16 +234,13 @@ def test_killed_stage_resumes_to_the_outs_of_an_uninterrupted_run(repo):
         restore(repo)
 
 
-FROM_QUANTIZE = ["quantize", "eval_row@quantized", "evaluate", "predict"]
-
-
 def test_queued_experiments_run_show_diff_and_share_the_cache(repo):
-    """A queued experiment runs in a temp copy of the repo that shares its cache and run-cache. On a
-    late param (the quantization method, set to none: the shortest rerun that still goes through
-    evaluate and predict, without bitsandbytes' slow CPU matmuls; test_param_change_* and
-    test_dvc.py cover train.* reaching distill), the experiment runs its stages, and a direct `dvc
-    exp run` of the same param afterwards runs none (from the run-cache the queued run filled)."""
-    dvc(repo, "exp", "run", "--queue", "-n", "unquantized", "-S", "quant.method=none")
+    """A queued experiment runs in a temp copy of the repo that shares its cache and run-cache. On the
+    latest param there is (predict's answer length: the shortest rerun; test_param_change_* and
+    test_dvc.py cover earlier params and what they reach), the experiment runs its stage, and a
+    direct `dvc exp run` of the same param afterwards runs none (from the run-cache the queued run
+    filled)."""
+    dvc(repo, "exp", "run", "--queue", "-n", "shorter", "-S", "predict.max_tokens=5")
     dvc(repo, "queue", "start", "-j", "1")
     deadline = time.time() + 420
     while True:
@@ -255,24 +252,24 @@ def test_queued_experiments_run_show_diff_and_share_the_cache(repo):
     assert status.count("Success") == 1, status
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     names = [r["name"] for rev in shown for exp in rev.get("experiments") or [] for r in exp.get("revs") or []]
-    assert names == ["unquantized"], json.dumps(shown)[:2000]
-    assert ran(dvc(repo, "queue", "logs", "unquantized").stdout) == FROM_QUANTIZE
+    assert names == ["shorter"], json.dumps(shown)[:2000]
+    assert ran(dvc(repo, "queue", "logs", "shorter").stdout) == ["predict"]
     text = json.dumps(shown)
-    assert "metrics/eval.json" in text and "metrics/quantize.json" in text
+    assert "metrics/eval.json" in text and "metrics/predict.json" in text
     # the experiment is a commit of its own, visible to every diff command
-    diff = json.loads(dvc(repo, "exp", "diff", "HEAD", "unquantized", "--json").stdout)
-    changed = diff["params"]["params.yaml"]["quant.method"]
-    assert {k: changed[k] for k in ("old", "new")} == {"old": "nf4", "new": "none"}
-    assert "ppl.quantized" in diff["metrics"]["metrics/quantize.json"], diff["metrics"]  # the model changed
-    metrics = json.loads(dvc(repo, "metrics", "diff", "HEAD", "unquantized", "--json").stdout)
-    assert "ppl.quantized" in metrics["metrics/quantize.json"], metrics
-    plots = json.loads(dvc(repo, "plots", "diff", "--json", "--split", "HEAD", "unquantized").stdout)["data"]
+    diff = json.loads(dvc(repo, "exp", "diff", "HEAD", "shorter", "--json").stdout)
+    changed = diff["params"]["params.yaml"]["predict.max_tokens"]
+    assert {k: changed[k] for k in ("old", "new")} == {"old": 6, "new": 5}
+    assert "total_s" in diff["metrics"]["metrics/predict.json"], diff["metrics"]  # predict ran again
+    metrics = json.loads(dvc(repo, "metrics", "diff", "HEAD", "shorter", "--json").stdout)
+    assert "total_s" in metrics["metrics/predict.json"], metrics
+    plots = json.loads(dvc(repo, "plots", "diff", "--json", "--split", "HEAD", "shorter").stdout)["data"]
     assert {"eval_scores", "distill_loss", "distill_kl", "recall_at_k"} <= set(plots), list(plots)
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}  # the workspace is untouched
     try:
-        direct = dvc(repo, "exp", "run", "-n", "unquantized-again", "-S", "quant.method=none")
+        direct = dvc(repo, "exp", "run", "-n", "shorter-again", "-S", "predict.max_tokens=5")
         assert ran(direct.stdout) == [], direct.stdout
-        assert json.loads(dvc(repo, "params", "diff", "--json").stdout)["params.yaml"]["quant.method"]["new"] == "none"
+        assert json.loads(dvc(repo, "params", "diff", "--json").stdout)["params.yaml"]["predict.max_tokens"]["new"] == 5
     finally:
         restore(repo)
 
@@ -324,17 +321,17 @@ def test_local_directory_remote_round_trip(repo):
     git(repo.parent, "init", "-q", "--bare", str(origin))
     git(repo, "remote", "add", "origin", str(origin))
     git(repo, "push", "-q", "origin", "HEAD")
-    dvc(repo, "exp", "push", "origin", "unquantized")
-    exp_lock = yaml.safe_load(git(repo, "show", f"{_exp_ref(repo, 'unquantized')}:dvc.lock").stdout)["stages"]
-    for out in exp_lock["quantize"]["outs"]:
-        if out["path"] != "metrics/quantize.json":  # uncached: it travels in the experiment's commit
+    dvc(repo, "exp", "push", "origin", "shorter")
+    exp_lock = yaml.safe_load(git(repo, "show", f"{_exp_ref(repo, 'shorter')}:dvc.lock").stdout)["stages"]
+    for out in exp_lock["predict"]["outs"]:
+        if out["path"] != "metrics/predict.json":  # uncached: it travels in the experiment's commit
             md5 = out["md5"]
             assert (store / "files/md5" / md5[:2] / md5[2:]).is_file(), out
     git(fresh, "remote", "add", "team", str(origin))
     local_remote_path(fresh)
-    dvc(fresh, "exp", "pull", "team", "unquantized")
-    dvc(fresh, "exp", "apply", "unquantized")
-    assert metric(fresh, "metrics/quantize.json", "method") == "none"
+    dvc(fresh, "exp", "pull", "team", "shorter")
+    dvc(fresh, "exp", "apply", "shorter")
+    assert yaml.safe_load((fresh / "params.yaml").read_text())["predict"]["max_tokens"] == 5
     assert json.loads(dvc(fresh, "status", "--json").stdout) == {}
     assert ran(dvc(fresh, "repro").stdout) == []
 
