@@ -71,7 +71,7 @@ def main() -> None:
         path = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])
         env = {**os.environ, "FSKU_CPU_KERNELS": name, "PYTHONPATH": path}
         # what stages/__init__.py does before a stage loads torch, in the child's own environment
-        code = ("import os, runpy, sys; from fsku.kernels import pin_cpu_kernels; pin_cpu_kernels(); "
+        code = ("import runpy, sys; from fsku.kernels import pin_cpu_kernels; pin_cpu_kernels(); "
                 f"sys.argv = [{__file__!r}, '--child', '--model', {args.model!r}, '--tokens', '{args.tokens}', "
                 f"'--repeat', '{args.repeat}']; runpy.run_path({__file__!r}, run_name='__main__')")
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
