@@ -58,8 +58,11 @@ def predict(args) -> dict:
     from fsku.predict.config import PredictConfig
     from fsku.predict.run import load_retriever, predict_file
     from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
+    from fsku.stage import paths
 
     cfg = _section(PredictConfig, "predict", args.params)
+    args.index = paths()["index"] if args.index is None else args.index
+    args.cache = paths()["predict_cache"] if args.cache is None else args.cache
     index_cfg = _section(IndexConfig, "index", args.params, SEARCH_KEYS) if args.index else None
     search = load_retriever(args.index, index_cfg)
     out = Path(args.out)
@@ -89,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--test", required=True, help="ID,Question CSV")
     q.add_argument("--out", required=True, help="submission CSV to write (ID,Answer)")
     q.add_argument("--sidecar", default=None, help="per-question records (default: predictions.jsonl beside --out)")
-    q.add_argument("--index", default="models/index", help="retrieval index dir; '' = no retrieved context")
+    q.add_argument("--index", default=None, help="retrieval index (default: paths.index); '' = no retrieved context")
     q.add_argument("--params", default="params.yaml", help="settings (sections predict, gen, prompts, index)")
-    q.add_argument("--cache", default="data/predict/cache", help="resume cache dir ('' = none)")
+    q.add_argument("--cache", default=None, help="resume cache dir (default: paths.predict_cache); '' = none")
     q.add_argument("--metrics", default=None, help="also write the run's figures as JSON here")
     q.set_defaults(fn=predict)
     return p

@@ -184,16 +184,6 @@ def load_section(cls: type[T], section: str, path: str | Path = "params.yaml",
     return out
 
 
-def leaves(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of a config dataclass (nested configs expanded)."""
-    out = []
-    for f in dataclasses.fields(cls):
-        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        out += leaves(type(sub), key) if dataclasses.is_dataclass(sub) else [key]
-    return out
-
-
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config (for manifests and metrics)."""
     if dataclasses.is_dataclass(obj):

@@ -49,5 +49,9 @@ def pin_cpu_kernels(env: dict | None = None) -> dict[str, str]:
         import logging
 
         logging.getLogger(__name__).debug("torch already loaded: the kernel choice reaches child processes only")
+    replaced = {k: env[k] for k in PORTABLE if k in env and env[k] != PORTABLE[k]}
+    if replaced:  # said once, on stderr: a user's own setting is not dropped silently
+        print(f"fsku: pinned CPU kernels replace {', '.join(f'{k}={v}' for k, v in replaced.items())} "
+              "(FSKU_CPU_KERNELS=native keeps them)", file=sys.stderr)
     env.update(PORTABLE)
     return dict(PORTABLE)

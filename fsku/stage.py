@@ -8,8 +8,13 @@ import os
 import random
 import sys
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
-from fsku.config import ConfigError
+from fsku.config import ConfigError, load_yaml
+
+# the project's paths.yaml, beside this package: what dvc.yaml reads as ``vars``
+PATHS_FILE = Path(__file__).resolve().parents[1] / "paths.yaml"
 
 
 def seed_everything(seed: int) -> None:
@@ -37,6 +42,19 @@ def setup_logging() -> None:
     """Log to stderr at ``FSKU_LOG`` (INFO): the stages' and the commands' one setup."""
     logging.basicConfig(level=os.environ.get("FSKU_LOG", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+@cache
+def paths() -> dict:
+    """The files and folders the stages read and write (``paths.yaml``), each named there once:
+    dvc.yaml writes them as ``${paths.<name>}``, the stages' options default to them, so an out
+    moved there moves for both."""
+    if not PATHS_FILE.is_file():
+        raise ConfigError(f"{PATHS_FILE.name}: not found in {PATHS_FILE.parent} (it names the stages' paths)")
+    data = load_yaml(PATHS_FILE.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("paths"), dict):
+        raise ConfigError(f"{PATHS_FILE.name}: expected a mapping under 'paths'")
+    return data["paths"]
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -16,19 +16,20 @@ from pathlib import Path
 from fsku.config import load_section
 from fsku.distill.config import TrainConfig
 from fsku.distill.train import run_distill
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, paths, run, seed_everything
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--pairs", default="data/pairs")
-    p.add_argument("--teacher", default="models/teacher")
-    p.add_argument("--student", default="models/student_sft")  # the sft stage's out
-    p.add_argument("--out", default="models/distilled")
-    p.add_argument("--teacher-logits", default="data/teacher_logits")  # read when train.teacher_logits is cached
-    p.add_argument("--checkpoints", default="data/distill_ckpt")
-    p.add_argument("--log-dir", default="metrics/distill_log")
-    p.add_argument("--metrics", default="metrics/distill.json")
+    p.add_argument("--pairs", default=P["pairs"])
+    p.add_argument("--teacher", default=P["teacher"])
+    p.add_argument("--student", default=P["student_sft"])  # the sft stage's out
+    p.add_argument("--out", default=P["distilled"])
+    p.add_argument("--teacher-logits", default=P["teacher_logits"])  # read when train.teacher_logits is cached
+    p.add_argument("--checkpoints", default=P["distill_ckpt"])
+    p.add_argument("--log-dir", default=P["distill_log"])
+    p.add_argument("--metrics", default=P["metrics"]["distill"])
     args = p.parse_args()
     cfg = load_section(TrainConfig, "train", args.params)
     if cfg.num_processes > 1 and "LOCAL_RANK" not in os.environ and not os.environ.get("FSKU_LAUNCHED"):

@@ -2,12 +2,13 @@
 
 from fsku.config import load_section
 from fsku.embedding.static import EncoderConfig, build_static_encoder
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--out", default="models/encoder")
+    p.add_argument("--out", default=P["encoder"])
     args = p.parse_args()
     cfg = load_section(EncoderConfig, "encoder", args.params)
     info = build_static_encoder(cfg, args.out)

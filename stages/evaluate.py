@@ -37,14 +37,15 @@ from fsku.predict.health import mcq_distribution
 from fsku.predict.run import answer_with_model, load_retriever
 from fsku.questions import load_answered, load_questions
 from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, paths, run, seed_everything
 
-ROWS = {"student": "models/student_init", "sft": "models/student_sft", "distilled": "models/merged",
-        "quantized": "models/quantized", "teacher": "models/teacher"}
+ROWS = {"student": "student_init", "sft": "student_sft", "distilled": "merged", "quantized": "quantized",
+        "teacher": "teacher"}  # row: the model it answers with (a name in paths.yaml)
 DEFAULT_ROWS = ["student", "distilled", "quantized", "teacher"]
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
     p.add_argument("--questions", nargs="+", default=None, help="FSKU-format CSV file(s) (default: eval.questions)")
     p.add_argument("--row", choices=sorted(ROWS), default=None,
@@ -52,15 +53,15 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=None,
                    help=f"the report's rows, in order (default: {' '.join(DEFAULT_ROWS)})")
     p.add_argument("--rows-dir", default=None, help="where --row writes a row's answers and the report reads them")
-    p.add_argument("--row-metrics", default="metrics/eval", help="folder of each row's summary (--row)")
+    p.add_argument("--row-metrics", default=P["eval_row_metrics"], help="folder of each row's summary (--row)")
     p.add_argument("--teacher-answers", default=None,
                    help="--row: the teacher row's answers, for MCQ agreement and the KL to the teacher")
-    p.add_argument("--index", default="models/index")
-    p.add_argument("--shots", default="data/raw/questions/train.csv",
+    p.add_argument("--index", default=P["index"])
+    p.add_argument("--shots", default=P["train_questions"],
                    help="the teacher's worked examples come from here; '' = none")
-    p.add_argument("--metrics", default="metrics/eval.json")
-    p.add_argument("--plot", default="metrics/eval_scores.csv")
-    p.add_argument("--out", default="data/eval/predictions.jsonl")
+    p.add_argument("--metrics", default=P["metrics"]["eval"])
+    p.add_argument("--plot", default=P["metrics"]["eval_scores"])
+    p.add_argument("--out", default=P["eval_predictions"])
     args = p.parse_args()
     cfg = load_section(EvalConfig, "eval", args.params)
     gen_cfg = load_section(GenConfig, "gen", args.params, ENGINE_KEYS)
@@ -149,9 +150,9 @@ def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, si
     t = time.perf_counter()
     # the teacher answers as it did for training: open questions with its worked examples
     pool = load_questions(shots) if row == "teacher" and shots and prompts_cfg.teacher_shots else []
-    records, stats = answer_with_model(ROWS[row], questions, search, cfg, gen_cfg, prompts_cfg,
+    records, stats = answer_with_model(model_dir(row), questions, search, cfg, gen_cfg, prompts_cfg,
                                        system_for=teacher_shots(pool, search, prompts_cfg))
-    summary, lines = score_row(row, ROWS[row], questions, records, stats, similarity)
+    summary, lines = score_row(row, model_dir(row), questions, records, stats, similarity)
     print(f"{row}: total {summary['total']} (mcq {summary['mcq_accuracy']}, open {summary['open_score']}) "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
     gc.collect()
@@ -159,6 +160,10 @@ def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, si
     if teacher is not None:
         fidelity(summary, row, teacher, questions, hits, prompts_cfg, gen_cfg.max_model_len, states)
     return summary, lines
+
+
+def model_dir(row: str) -> str:
+    return paths()[ROWS[row]]
 
 
 def read_rows(path, questions) -> list[dict]:
@@ -179,10 +184,10 @@ def fidelity(summary: dict, row: str, teacher: list[dict], questions, hits, prom
     from fsku.predict.fidelity import kl_to_teacher, teacher_examples
 
     t = time.perf_counter()
-    model, tokenizer = load_for_inference(ROWS["teacher"])
+    model, tokenizer = load_for_inference(model_dir("teacher"))
     examples = teacher_examples(questions, teacher, hits, prompts_cfg, tokenizer)
     stored = load_teacher_states(states, model) if states is not None and states.exists() else None
-    q = kl_to_teacher(ROWS[row], model.eval(), examples, max_length, tokenizer, states=stored)
+    q = kl_to_teacher(model_dir(row), model.eval(), examples, max_length, tokenizer, states=stored)
     summary["kl_to_teacher"] = q["kl"]
     summary["fidelity"] = {"answers": len(examples), "tokens": q["tokens"], "ppl": q["student_ppl"],
                            "teacher_ppl": q["teacher_ppl"], "teacher_side": q["teacher_side"]}
@@ -204,7 +209,7 @@ def write_teacher_states(lines: list[dict], questions, hits, prompts_cfg, max_le
     from fsku.predict.fidelity import teacher_examples
 
     t = time.perf_counter()
-    model, tokenizer = load_for_inference(ROWS["teacher"])
+    model, tokenizer = load_for_inference(model_dir("teacher"))
     states = teacher_states(model, teacher_examples(questions, lines, hits, prompts_cfg, tokenizer), tokenizer,
                             max_length)
     save_teacher_states(states, path)

@@ -5,13 +5,14 @@ downstream depends on them or on this report, so their timings never rerun the p
 """
 
 from fsku.io import read_json, write_json
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--stats", nargs="+", default=["data/gen/teacher.stats.json", "data/gen/student.stats.json"])
-    p.add_argument("--out", default="metrics/generation.json")
+    p.add_argument("--stats", nargs="+", default=[P["teacher_gen_stats"], P["student_gen_stats"]])
+    p.add_argument("--out", default=P["metrics"]["generation"])
     args = p.parse_args()
     report = {"tokens_per_s": {}}
     for path in args.stats:

@@ -25,23 +25,24 @@ from fsku.models.adapter import tokenizer_source
 from fsku.models.fingerprint import model_fingerprint
 from fsku.questions import parse_question
 from fsku.scoring import format_problem, leading_choice
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, paths, run, seed_everything
 
-MODELS = {"teacher": "models/teacher", "student": "models/student_sft"}  # the student after sft
+WHO = ("student", "teacher")  # the student after sft: paths.student_sft
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("who", choices=sorted(MODELS))
-    p.add_argument("--model", default=None, help="model dir (default: models/teacher or models/student_sft)")
-    p.add_argument("--prompts", default="data/gen/prompts.jsonl")
-    p.add_argument("--out", default=None, help="default: data/gen/{who}.jsonl")
-    p.add_argument("--stats", default=None, help="default: data/gen/{who}.stats.json")
-    p.add_argument("--partial", default="data/gen/partial")
+    p.add_argument("who", choices=WHO)
+    p.add_argument("--model", default=None, help="model dir (default: paths.teacher or paths.student_sft)")
+    p.add_argument("--prompts", default=P["prompts"])
+    p.add_argument("--out", default=None, help="default: paths.<who>_gen")
+    p.add_argument("--stats", default=None, help="default: paths.<who>_gen_stats")
+    p.add_argument("--partial", default=P["gen_partial"])
     p.add_argument("--merge", action="store_true", help="only assemble shards already generated")
     args = p.parse_args()
     cfg = load_section(GenConfig, "gen", args.params)
-    model_dir = args.model or MODELS[args.who]
+    model_dir = args.model or P["teacher" if args.who == "teacher" else "student_sft"]
     sp = cfg.teacher if args.who == "teacher" else cfg.student
     seed_everything(sp.seed)
     system = cfg.teacher_system if args.who == "teacher" else ""
@@ -83,13 +84,13 @@ def main() -> None:
         print(f"shard {cfg.shard_index}/{cfg.shards} done; run with --merge once every shard's partial file "
               f"is in {args.partial}", file=sys.stderr)
         return
-    write_final(Path(args.out or f"data/gen/{args.who}.jsonl"), records)
+    write_final(Path(args.out or P[f"{args.who}_gen"]), records)
     for done in Path(args.partial).glob(f"{args.who}.shard*.jsonl"):  # complete: the partials have served
         done.unlink()
     reasons = {}
     for r in records:
         reasons[r["finish_reason"]] = reasons.get(r["finish_reason"], 0) + 1
-    write_json(args.stats or f"data/gen/{args.who}.stats.json", {**answer_stats(prompts, records),
+    write_json(args.stats or P[f"{args.who}_gen_stats"], {**answer_stats(prompts, records),
         "stage": f"{args.who}_gen", "model": model_dir, **stats, "records": len(records),
         "finish_reasons": dict(sorted(reasons.items())),
         "mean_answer_tokens": round(sum(r["n_tokens"] for r in records) / len(records), 2),

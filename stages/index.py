@@ -8,16 +8,17 @@ from fsku.retrieval.build import build_index
 from fsku.retrieval.config import IndexConfig
 from fsku.retrieval.evaluate import MODES, evaluate, load_queries
 from fsku.retrieval.hybrid import Retriever
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--chunks", default="data/processed/chunks.jsonl")
-    p.add_argument("--queries", default="data/raw/retrieval_queries.csv")
-    p.add_argument("--out", default="models/index")
-    p.add_argument("--metrics", default="metrics/retrieval.json")
-    p.add_argument("--curve", default="metrics/retrieval_curve.csv")
+    p.add_argument("--chunks", default=P["chunks"])
+    p.add_argument("--queries", default=P["retrieval_queries"])
+    p.add_argument("--out", default=P["index"])
+    p.add_argument("--metrics", default=P["metrics"]["retrieval"])
+    p.add_argument("--curve", default=P["metrics"]["retrieval_curve"])
     args = p.parse_args()
     cfg = load_section(IndexConfig, "index", args.params)
     queries = load_queries(args.queries)

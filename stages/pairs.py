@@ -11,17 +11,18 @@ from fsku.distill.pairs import PairsConfig, make_pairs, save_hf_dataset
 from fsku.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from fsku.questions import load_questions
 from fsku.scoring import get_scorer
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--teacher", default="data/gen/teacher.jsonl")
-    p.add_argument("--student", default="data/gen/student.jsonl")
-    p.add_argument("--questions", default="data/raw/questions/train.csv",
+    p.add_argument("--teacher", default=P["teacher_gen"])
+    p.add_argument("--student", default=P["student_gen"])
+    p.add_argument("--questions", default=P["train_questions"],
                    help="question bank with Answer/Keyword (best_vs_worst)")
-    p.add_argument("--out", default="data/pairs")
-    p.add_argument("--metrics", default="metrics/pairs.json")
+    p.add_argument("--out", default=P["pairs"])
+    p.add_argument("--metrics", default=P["metrics"]["pairs"])
     args = p.parse_args()
     cfg = load_section(PairsConfig, "pairs", args.params)
     questions = scorer = None

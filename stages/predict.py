@@ -12,18 +12,19 @@ from fsku.io import write_json
 from fsku.predict.config import PredictConfig
 from fsku.predict.run import load_retriever, predict_file
 from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--model", default="models/quantized")
-    p.add_argument("--test", default="data/raw/test.csv")
-    p.add_argument("--index", default="models/index", help="'' = no retrieved context")
-    p.add_argument("--out", default="submission.csv")
-    p.add_argument("--sidecar", default="data/predict/predictions.jsonl")
-    p.add_argument("--cache", default="data/predict/cache", help="resume cache dir ('' = none)")
-    p.add_argument("--metrics", default="metrics/predict.json")
+    p.add_argument("--model", default=P["quantized"])
+    p.add_argument("--test", default=P["test"])
+    p.add_argument("--index", default=P["index"], help="'' = no retrieved context")
+    p.add_argument("--out", default=P["submission"])
+    p.add_argument("--sidecar", default=P["predict_sidecar"])
+    p.add_argument("--cache", default=P["predict_cache"], help="resume cache dir ('' = none)")
+    p.add_argument("--metrics", default=P["metrics"]["predict"])
     args = p.parse_args()
     cfg = load_section(PredictConfig, "predict", args.params)
     gen_cfg = load_section(GenConfig, "gen", args.params, ENGINE_KEYS)

@@ -7,15 +7,16 @@ from fsku.io import write_json, write_jsonl
 from fsku.questions import load_questions
 from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
 from fsku.retrieval.hybrid import Retriever
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--questions", default="data/raw/questions/train.csv")
-    p.add_argument("--index", default="models/index")
-    p.add_argument("--out", default="data/gen/prompts.jsonl")
-    p.add_argument("--metrics", default="metrics/prompts.json")
+    p.add_argument("--questions", default=P["train_questions"])
+    p.add_argument("--index", default=P["index"])
+    p.add_argument("--out", default=P["prompts"])
+    p.add_argument("--metrics", default=P["metrics"]["prompts"])
     args = p.parse_args()
     cfg = load_section(PromptsConfig, "prompts", args.params)
     questions = load_questions(args.questions)

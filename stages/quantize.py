@@ -8,17 +8,18 @@ from fsku.distill.quality import answer_quality
 from fsku.io import write_json
 from fsku.models.load import load_for_inference
 from fsku.quantize import QuantConfig, dir_bytes, quantize, token_latency
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 LATENCY_PROMPT = "전자금융거래에서 접근매체를 분실한 이용자가 해야 할 일을 설명하세요."
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--model", default="models/merged")
-    p.add_argument("--pairs", default="data/pairs")
-    p.add_argument("--out", default="models/quantized")
-    p.add_argument("--metrics", default="metrics/quantize.json")
+    p.add_argument("--model", default=P["merged"])
+    p.add_argument("--pairs", default=P["pairs"])
+    p.add_argument("--out", default=P["quantized"])
+    p.add_argument("--metrics", default=P["metrics"]["quantize"])
     args = p.parse_args()
     cfg = load_section(QuantConfig, "quant", args.params)
     merged, tokenizer = load_for_inference(args.model)

@@ -7,16 +7,17 @@ from pathlib import Path
 from fsku.config import load_section
 from fsku.distill.pairs import PairsConfig
 from fsku.distill.sft import SftConfig, run_sft
-from fsku.stage import parser, run, seed_everything
+from fsku.stage import parser, paths, run, seed_everything
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--teacher-gen", default="data/gen/teacher.jsonl")
-    p.add_argument("--prompts", default="data/gen/prompts.jsonl")
-    p.add_argument("--student", default="models/student_init")
-    p.add_argument("--out", default="models/student_sft")
-    p.add_argument("--metrics", default="metrics/sft.json")
+    p.add_argument("--teacher-gen", default=P["teacher_gen"])
+    p.add_argument("--prompts", default=P["prompts"])
+    p.add_argument("--student", default=P["student_init"])
+    p.add_argument("--out", default=P["student_sft"])
+    p.add_argument("--metrics", default=P["metrics"]["sft"])
     args = p.parse_args()
     cfg = load_section(SftConfig, "sft", args.params)
     pairs_cfg = load_section(PairsConfig, "pairs", args.params, ("test_fraction", "seed"))  # its held-out split

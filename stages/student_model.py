@@ -10,16 +10,17 @@ from fsku.models.compat import check_and_align, same_vocab
 from fsku.models.config import StudentConfig, check_smaller
 from fsku.models.load import load_causal_lm, save_model
 from fsku.models.prune import prune_layers
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 log = logging.getLogger("stages.student_model")
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--teacher", default="models/teacher")
-    p.add_argument("--out", default="models/student_init")
-    p.add_argument("--metrics", default="metrics/models.json")
+    p.add_argument("--teacher", default=P["teacher"])
+    p.add_argument("--out", default=P["student_init"])
+    p.add_argument("--metrics", default=P["metrics"]["models"])
     args = p.parse_args()
     cfg = load_section(StudentConfig, "student", args.params)
     teacher, teacher_tok = load_causal_lm(args.teacher, cfg.dtype)

@@ -19,15 +19,16 @@ from fsku.distill.config import TeacherLogitsConfig, TrainConfig
 from fsku.distill.examples import load_examples
 from fsku.distill.teacher_cache import NOT_COMPUTED, compute, save, sequences
 from fsku.io import atomic_dir, write_json, write_text
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--pairs", default="data/pairs")
-    p.add_argument("--teacher", default="models/teacher")
-    p.add_argument("--out", default="data/teacher_logits")
-    p.add_argument("--metrics", default="metrics/teacher_logits.json")
+    p.add_argument("--pairs", default=P["pairs"])
+    p.add_argument("--teacher", default=P["teacher"])
+    p.add_argument("--out", default=P["teacher_logits"])
+    p.add_argument("--metrics", default=P["metrics"]["teacher_logits"])
     args = p.parse_args()
     cfg = load_section(TeacherLogitsConfig, "teacher_logits", args.params)
     if load_section(TrainConfig, "train", args.params, ("teacher_logits",)).teacher_logits == "online":

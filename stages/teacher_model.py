@@ -4,12 +4,13 @@ from fsku.config import load_section
 from fsku.gen.format import ZERO_TEMPLATE
 from fsku.models.config import TeacherConfig
 from fsku.models.load import load_causal_lm, save_model
-from fsku.stage import parser, run
+from fsku.stage import parser, paths, run
 
 
 def main() -> None:
+    P = paths()
     p = parser(__doc__)
-    p.add_argument("--out", default="models/teacher")
+    p.add_argument("--out", default=P["teacher"])
     args = p.parse_args()
     cfg = load_section(TeacherConfig, "teacher", args.params)
     try:

@@ -85,6 +85,7 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) 
 def copy_code(dst: Path) -> None:
     for name in ("fsku", "stages"):
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "paths.yaml", dst / "paths.yaml")  # the stages' paths (fsku.stage.paths), dvc.yaml's vars
 
 
 @pytest.fixture(scope="session")

@@ -68,3 +68,20 @@ def test_missing_section_and_bad_yaml(tmp_path):
     p.write_text("chunk: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_section(ChunkConfig, "chunk", p)
+
+
+def test_kernel_pin_sets_the_portable_choice_and_says_what_it_replaces(capsys):
+    from fsku.kernels import PORTABLE, has_avx2, pin_cpu_kernels
+
+    env = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX2"}
+    got = pin_cpu_kernels(env)
+    if has_avx2():
+        assert got == PORTABLE and {k: env[k] for k in PORTABLE} == PORTABLE
+        err = capsys.readouterr().err
+        assert "ATEN_CPU_CAPABILITY=avx512" in err and "MKL_CBWR" not in err  # only what it changed
+    else:  # left to the libraries: nothing set, nothing said
+        assert got == {} and env["ATEN_CPU_CAPABILITY"] == "avx512" and capsys.readouterr().err == ""
+    native = {"FSKU_CPU_KERNELS": "native", "ATEN_CPU_CAPABILITY": "avx512"}
+    assert pin_cpu_kernels(native) == {} and native["ATEN_CPU_CAPABILITY"] == "avx512"
+    with pytest.raises(ValueError, match="FSKU_CPU_KERNELS"):
+        pin_cpu_kernels({"FSKU_CPU_KERNELS": "fast"})

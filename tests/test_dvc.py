@@ -35,11 +35,21 @@ def _param_leaves(node, prefix=""):
     return [prefix]
 
 
+def leaves(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config dataclass (nested configs expanded): what a stage reads."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        out += leaves(type(sub), key) if dataclasses.is_dataclass(sub) else [key]
+    return out
+
+
 def _tracking_problems(name: str, loads, tracked_params: list[str], params: dict, by_design=()) -> list[str]:
     """What a stage reads but does not track, and what it tracks but never reads: ``loads`` are its
     (section, config class, keys) reads, ``tracked_params`` its dvc.yaml params."""
-    from fsku.config import leaves
-
     read = set()
     for section, cls, keys in loads:
         everything = leaves(cls, section)
@@ -230,3 +240,44 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(root):
         if uncovered or unused:
             problems.append(f"{name}: missing {uncovered}, not imported {unused}")
     assert not problems, "\n".join(problems)
+
+
+def _path_literals(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"(?<![\w/.$])(?:data|models|metrics)/[\w./-]+|submission\.csv", text)
+
+
+def test_each_path_is_written_once(root):
+    """paths.yaml names every data, model and metrics path; dvc.yaml writes ``${paths.<name>}`` and
+    the stages' options default to ``paths()[<name>]``, so neither repeats a path (a moved out would
+    otherwise be moved in one place and still read from the other)."""
+    import re
+
+    from fsku.stage import paths
+
+    named = [v for k, v in paths().items() if k != "metrics"] + list(paths()["metrics"].values())
+    assert len(named) == len(set(named)), "a path named twice in paths.yaml"
+    code = "\n".join(line.split("#")[0] for line in (root / "dvc.yaml").read_text().splitlines())
+    assert _path_literals(code) == [], "dvc.yaml: write these as ${paths.<name>}"
+    for entry in sorted((root / "stages").glob("*.py")):
+        defaults = re.findall(r"default=([^,)]+)", entry.read_text())
+        literal = [d for d in defaults if _path_literals(d)]
+        assert literal == [], f"{entry.name}: default these to paths()[<name>]"
+    assert "data/raw/questions/eval.csv" in (root / "params.yaml").read_text()  # eval.questions: ${eval.questions}
+
+
+def test_dvc_resolves_every_path_name(root):
+    """Each ``${...}`` in dvc.yaml resolves (DVC reads paths.yaml as vars and params.yaml), and every
+    name in paths.yaml is used by a stage or the stages' options."""
+    from dvc.repo import Repo
+
+    from fsku.stage import paths
+
+    with Repo(str(root)) as repo:
+        used = {d.def_path for s in repo.index.stages for d in [*s.deps, *s.outs]}
+    text = (root / "dvc.yaml").read_text() + "".join(p.read_text() for p in (root / "stages").glob("*.py"))
+    unused = [k for k in [*paths(), *(f"metrics.{m}" for m in paths()["metrics"])]
+              if k != "metrics" and f"paths.{k}" not in text and f'P["{k}"]' not in text]
+    assert unused == []
+    assert "data/eval/rows/teacher.jsonl" in used and "data/raw/questions/eval.csv" in used

@@ -86,16 +86,17 @@ def set_params(repo: Path, values: dict) -> None:
 
 def out_paths(repo: Path) -> list[str]:
     """Every out declared in dvc.yaml (files, and the files inside out directories)."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    from dvc.repo import Repo
+
     files = []
-    for stage in stages.values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
-                path = repo / (next(iter(entry)) if isinstance(entry, dict) else entry)
-                if path.is_dir():
-                    files += [p for p in path.rglob("*") if p.is_file()]
-                elif path.exists():
-                    files.append(path)
+    with Repo(str(repo)) as dvc_repo:  # DVC resolves the ${paths.*} names (paths.yaml)
+        declared = [out.def_path for stage in dvc_repo.index.stages for out in stage.outs]
+    for out in declared:
+        path = repo / out
+        if path.is_dir():
+            files += [p for p in path.rglob("*") if p.is_file()]
+        elif path.exists():
+            files.append(path)
     return sorted(str(p.relative_to(repo)) for p in files)
 
 

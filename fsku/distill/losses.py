@@ -56,6 +56,19 @@ def _divergence(kind: int, lq: torch.Tensor, lp: torch.Tensor, a: torch.Tensor, 
     return d, qg - q * qg.sum(-1, keepdim=True)
 
 
+def response_chunks(mask: torch.Tensor, chunk: int):
+    """(row, start, end) over each row's response span (its first to last True in ``mask`` [N, T]),
+    ``chunk`` positions at a time: the one loop of every chunked loss and measure, so at most a
+    chunk of vocabulary-sized float32 is alive at once."""
+    for row in range(mask.shape[0]):
+        pos = mask[row].nonzero().flatten()
+        if pos.numel() == 0:
+            continue
+        lo, hi = int(pos[0]), int(pos[-1]) + 1
+        for s in range(lo, hi, chunk):
+            yield row, s, min(s + chunk, hi)
+
+
 class _ChunkedDivergence(torch.autograd.Function):
     """loss = sum over positions of weight * divergence; backward returns the gradient computed in
     forward, scaled by the incoming gradient."""
@@ -66,25 +79,18 @@ class _ChunkedDivergence(torch.autograd.Function):
         grad = torch.zeros_like(student) if need_grad else None
         total = torch.zeros((), dtype=torch.float64, device=student.device)
         cd = torch.float64 if student.dtype == torch.float64 else torch.float32  # float64 for exact tests
-        n, t, _ = student.shape
-        for row in range(n):
-            pos = weight[row].nonzero().flatten()
-            if pos.numel() == 0:
-                continue
-            lo, hi = int(pos[0]), int(pos[-1]) + 1
-            for s in range(lo, hi, chunk):
-                e = min(s + chunk, hi)
-                w = weight[row, s:e]
-                lq = torch.log_softmax(student[row, s:e].to(cd), -1)
-                lp = torch.log_softmax(teacher[row, s:e].to(cd), -1)
-                a = alpha[row].to(cd).expand(e - s, 1)
-                d, g = _divergence(int(kind[row]), lq, lp, a, need_grad)
-                total += (w.to(cd) * d).sum().double()
-                stats["div"][row] += (d * (w != 0)).sum()
-                stats["kl"][row] += ((lp.exp() * (lp - lq)).sum(-1) * (w != 0)).sum()
-                if g is not None:
-                    grad[row, s:e] = (w[:, None] * g).to(grad.dtype)
-                del lq, lp, d, g
+        for row, s, e in response_chunks(weight != 0, chunk):
+            w = weight[row, s:e]
+            lq = torch.log_softmax(student[row, s:e].to(cd), -1)
+            lp = torch.log_softmax(teacher[row, s:e].to(cd), -1)
+            a = alpha[row].to(cd).expand(e - s, 1)
+            d, g = _divergence(int(kind[row]), lq, lp, a, need_grad)
+            total += (w.to(cd) * d).sum().double()
+            stats["div"][row] += (d * (w != 0)).sum()
+            stats["kl"][row] += ((lp.exp() * (lp - lq)).sum(-1) * (w != 0)).sum()
+            if g is not None:
+                grad[row, s:e] = (w[:, None] * g).to(grad.dtype)
+            del lq, lp, d, g
         ctx.save_for_backward(grad if grad is not None else torch.empty(0))
         return total.to(cd)
 
@@ -99,16 +105,10 @@ def label_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 128
     """Log-probability of each target token [N, T] (0 where the target is IGNORE), chunked."""
     out = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
     mask = targets != IGNORE
-    for row in range(logits.shape[0]):
-        pos = mask[row].nonzero().flatten()
-        if pos.numel() == 0:
-            continue
-        lo, hi = int(pos[0]), int(pos[-1]) + 1
-        for s in range(lo, hi, chunk):
-            e = min(s + chunk, hi)
-            x = logits[row, s:e].float()
-            tgt = targets[row, s:e].clamp(min=0)
-            out[row, s:e] = (x.gather(-1, tgt[:, None])[:, 0] - torch.logsumexp(x, -1)) * mask[row, s:e]
+    for row, s, e in response_chunks(mask, chunk):
+        x = logits[row, s:e].float()
+        tgt = targets[row, s:e].clamp(min=0)
+        out[row, s:e] = (x.gather(-1, tgt[:, None])[:, 0] - torch.logsumexp(x, -1)) * mask[row, s:e]
     return out
 
 

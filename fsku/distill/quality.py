@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fsku.distill.head import Head, head_of
-from fsku.distill.losses import label_logprobs
+from fsku.distill.losses import label_logprobs, response_chunks
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,12 @@ def answer_quality(student, teacher, examples: list[dict], tokenizer, max_length
             a = len(answer)  # the logits at kept positions keep-1-a .. keep-2 predict the answer's tokens
             s, t = s_all[i, keep - 1 - a:keep - 1], t_ans[i]
             target = torch.tensor(answer, device=s.device)
-            for c in range(0, a, chunk):
-                ls = torch.log_softmax(s[c:c + chunk], -1)
-                lt = torch.log_softmax(t[c:c + chunk].to(ls.device), -1)
+            for _, c, e in response_chunks(torch.ones(1, a, dtype=torch.bool), chunk):
+                ls = torch.log_softmax(s[c:e], -1)
+                lt = torch.log_softmax(t[c:e].to(ls.device), -1)
                 kl_sum += float((lt.exp() * (lt - ls)).sum())
-                nll_s -= float(ls.gather(-1, target[c:c + chunk, None]).sum())
-                nll_t -= float(lt.gather(-1, target[c:c + chunk, None]).sum())
+                nll_s -= float(ls.gather(-1, target[c:e, None]).sum())
+                nll_t -= float(lt.gather(-1, target[c:e, None]).sum())
             tokens += a
     if not tokens:
         raise ValueError("no answer tokens to measure (empty test pairs, or every answer truncated away)")

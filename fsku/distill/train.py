@@ -171,7 +171,9 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     if cfg.teacher_logits == "cached":
         from fsku.distill.teacher_cache import TeacherCache
 
-        cache = TeacherCache.load(teacher_logits_dir or Path("data/teacher_logits"))
+        if teacher_logits_dir is None:
+            raise ValueError("train.teacher_logits: cached needs the teacher_logits stage's out (paths.teacher_logits)")
+        cache = TeacherCache.load(teacher_logits_dir)
     tokenizer = cached_tokenizer(student_dir)
     teacher_tok = cached_tokenizer(teacher_dir)  # usually the same files: parsed once
     cross = not same_vocab(teacher_tok, tokenizer)
