@@ -281,3 +281,27 @@ def test_dvc_resolves_every_path_name(root):
               if k != "metrics" and f"paths.{k}" not in text and f'P["{k}"]' not in text]
     assert unused == []
     assert "data/eval/rows/teacher.jsonl" in used and "data/raw/questions/eval.csv" in used
+
+
+def test_packages_reach_only_into_lower_layers(root):
+    """Every ``from fsku.<unit>`` in the library (module level or inside a function) goes to a lower
+    layer of ``fsku.LAYERS``: no cycle, and no reach sideways that would make a stage depend on code
+    it never runs. Every unit of fsku/ has a layer."""
+    from fsku import LAYERS
+
+    layer = {u: i for i, units in enumerate(LAYERS) for u in units}
+    units = {p.name if p.is_dir() else p.stem for p in (root / "fsku").iterdir()
+             if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.name != "__init__.py")}
+    assert units == set(layer), f"units without a layer: {sorted(units - set(layer))}"
+    wrong = []
+    for path in sorted((root / "fsku").rglob("*.py")):
+        rel = path.relative_to(root / "fsku").parts
+        unit = rel[0] if len(rel) > 1 else path.stem
+        if unit == "__init__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fsku."):
+                target = node.module.split(".")[1]
+                if target != unit and layer[target] >= layer[unit]:
+                    wrong.append(f"{path.relative_to(root)}:{node.lineno} {unit} -> {target}")
+    assert not wrong, "\n".join(wrong)
