@@ -8,7 +8,7 @@ never run). ``tests/test_dvc.py`` holds the tree to it."""
 __version__ = "0.1.0"
 
 LAYERS = (
-    ("io", "config", "kernels"),                                   # atomic outs, typed params, the kernel pin
+    ("io", "config", "kernels", "embedded"),                       # atomic outs, typed params, kernel pin, weights
     ("stage", "gguf", "questions"),                                # stage entry, GGUF files, question files
     ("scoring", "chunking", "corpus", "embedding", "models"),       # answers, documents, encoder, model dirs
     ("retrieval", "gen", "quantize"),                              # search, prompts and generation, quantizing

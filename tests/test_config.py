@@ -73,7 +73,7 @@ def test_missing_section_and_bad_yaml(tmp_path):
 def test_kernel_pin_sets_the_portable_choice_and_says_what_it_replaces(capsys):
     from fsku.kernels import PORTABLE, has_avx2, pin_cpu_kernels
 
-    env = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX2"}
+    env = {"FSKU_CPU_KERNELS": "portable", "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX2"}
     got = pin_cpu_kernels(env)
     if has_avx2():
         assert got == PORTABLE and {k: env[k] for k in PORTABLE} == PORTABLE
@@ -85,3 +85,25 @@ def test_kernel_pin_sets_the_portable_choice_and_says_what_it_replaces(capsys):
     assert pin_cpu_kernels(native) == {} and native["ATEN_CPU_CAPABILITY"] == "avx512"
     with pytest.raises(ValueError, match="FSKU_CPU_KERNELS"):
         pin_cpu_kernels({"FSKU_CPU_KERNELS": "fast"})
+
+
+@pytest.mark.parametrize("flags, choice, dtype", [
+    ({"avx2", "fma", "avx512f", "amx_bf16", "avx512_bf16"}, "native", "bfloat16"),  # Sapphire Rapids and later
+    ({"avx2", "fma", "avx512f", "avx512_bf16"}, "native", "bfloat16"),              # Zen 4
+    ({"avx2", "fma", "avx512f"}, "portable", "float32"),                            # Skylake-SP: no bf16 math
+    ({"avx2", "fma"}, "portable", "float32"),
+])
+def test_auto_kernels_and_dtype_follow_the_cpu(monkeypatch, flags, choice, dtype):
+    """auto: the libraries' kernels and bf16 where the CPU does bf16 in hardware; the AVX2 pin and
+    float32 elsewhere (bf16 emulated on AVX2 is slower than float32). An explicit choice wins."""
+    import fsku.kernels as k
+
+    monkeypatch.setattr(k, "cpu_flags", lambda: flags)
+    assert k.kernel_choice({}) == choice and k.compute_dtype("auto") == dtype
+    monkeypatch.delenv("FSKU_CPU_KERNELS", raising=False)
+    assert k.compute_dtype("auto") == dtype and k.compute_dtype("float32") == "float32"
+    assert k.compute_dtype("auto", cuda=True) == "bfloat16"
+    env = {}
+    assert bool(k.pin_cpu_kernels(env)) == (choice == "portable")
+    monkeypatch.setenv("FSKU_CPU_KERNELS", "portable")  # bf16 emulated under the AVX2 pin: float32
+    assert k.kernel_choice() == "portable" and k.compute_dtype("auto") == "float32"

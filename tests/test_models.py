@@ -81,7 +81,8 @@ def test_model_stages_convert_the_embedded_teacher(tmp_path):
 def test_model_only_gguf_keeps_every_tensor_and_setting(tmp_path):
     """The copy transformers' GGUF loader reads: the tokenizer's arrays gone, the vocabulary size
     in their place, every other field and every tensor's bytes as in the file."""
-    from fsku.gguf import DEFAULT_SOURCE, read_gguf, resolve_gguf, write_model_only
+    from fsku.embedded import DEFAULT_SOURCE, resolve_gguf
+    from fsku.gguf import read_gguf, write_model_only
 
     src = read_gguf(resolve_gguf(DEFAULT_SOURCE))
     lean = read_gguf(write_model_only(src.path, tmp_path / "lean.gguf"))
@@ -160,3 +161,38 @@ def test_model_stages_stop_on_a_bad_source_before_writing(tmp_path, monkeypatch,
         stage(student_main, "stages.student_model", f"student:\n  model: {tmp_path / 'big'}\n",
               "--teacher", str(tmp_path / "teacher"), "--metrics", str(metrics))
     assert not out.exists() and not metrics.exists()
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2"])
+def test_plain_model_keeps_the_rotary_buffers(arch):
+    """The rebuild load_model does after the GGUF loader leaves no tensor on the meta device (Qwen2's
+    rotary inv_freq stayed there, and generate() failed), and changes no logit."""
+    from fsku.gguf import plain_model
+
+    from conftest import tiny_qwen2
+
+    src = tiny_gemma(layers=3, vocab=512) if arch == "gemma3" else tiny_qwen2(layers=2, vocab=512)
+    model = plain_model(src)
+    assert not [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, src(ids).logits)
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert torch.equal(out, src.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0))
+
+
+def test_a_gguf_of_an_unknown_architecture_is_named(tmp_path):
+    import gguf
+    import numpy as np
+
+    from fsku.gguf import load_model
+
+    path = tmp_path / "odd.gguf"
+    w = gguf.GGUFWriter(str(path), "fsku-odd")
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match=r"odd\.gguf: transformers cannot load a GGUF of architecture 'fsku-odd'"):
+        load_model(path, torch.float32)

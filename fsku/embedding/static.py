@@ -21,7 +21,8 @@ from typing import Literal
 import numpy as np
 
 from fsku.config import ConfigError, field
-from fsku.gguf import DEFAULT_SOURCE, load_tokenizer, read_gguf, resolve_gguf
+from fsku.embedded import DEFAULT_SOURCE, resolve_gguf
+from fsku.gguf import load_tokenizer, read_gguf
 from fsku.io import atomic_dir
 
 log = logging.getLogger(__name__)

