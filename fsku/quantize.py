@@ -21,6 +21,7 @@ import torch
 
 from fsku.config import ConfigError, field
 from fsku.io import atomic_dir, save_tokenizer
+from fsku.kernels import compute_dtype
 from fsku.models.load import DTYPES
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class QuantConfig:
     method: Literal["nf4", "int8", "gptq", "none"] = "nf4"
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = field(
-        "float32", doc="dtype of the matmuls (nf4) and of the weights left unquantized (embeddings, norms)")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        "auto", doc="dtype of the matmuls (nf4) and of the weights left unquantized (embeddings, norms); auto: "
+                    "bfloat16 on a GPU or a CPU with AMX/AVX512-BF16, else float32 (fsku.kernels.compute_dtype)")
     double_quant: bool = field(False, doc="nf4: quantize the quantization constants too")
     gptq_bits: int = field(4, ge=2, le=8)
     gptq_group_size: int = field(128, ge=-1, doc="-1 = one group per row")
@@ -73,7 +75,7 @@ def _load_bnb(model_dir: Path, cfg: QuantConfig):
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise ValueError("quant.method: nf4/int8 need bitsandbytes (pip install bitsandbytes==0.50.2)") from None
-    dtype = DTYPES[cfg.compute_dtype]
+    dtype = DTYPES[compute_dtype(cfg.compute_dtype, torch.cuda.is_available())]
     if cfg.method == "nf4":
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                bnb_4bit_use_double_quant=cfg.double_quant)

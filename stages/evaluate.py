@@ -42,6 +42,7 @@ from fsku.stage import parser, paths, run, seed_everything
 ROWS = {"student": "student_init", "sft": "student_sft", "distilled": "merged", "quantized": "quantized",
         "teacher": "teacher"}  # row: the model it answers with (a name in paths.yaml)
 DEFAULT_ROWS = ["student", "distilled", "quantized", "teacher"]
+MODELS: dict[str, str] = {}  # --model: a row answered with another model dir
 
 
 def main() -> None:
@@ -62,7 +63,14 @@ def main() -> None:
     p.add_argument("--metrics", default=P["metrics"]["eval"])
     p.add_argument("--plot", default=P["metrics"]["eval_scores"])
     p.add_argument("--out", default=P["eval_predictions"])
+    p.add_argument("--model", nargs="+", default=[], metavar="ROW=DIR",
+                   help="answer a row with another model dir than its paths.yaml one")
     args = p.parse_args()
+    for spec in args.model:
+        row, _, path = spec.partition("=")
+        if row not in ROWS or not path:
+            raise ValueError(f"--model {spec}: expected ROW=DIR with ROW one of {', '.join(sorted(ROWS))}")
+        MODELS[row] = path
     cfg = load_section(EvalConfig, "eval", args.params)
     gen_cfg = load_section(GenConfig, "gen", args.params, ENGINE_KEYS)
     prompts_cfg = load_section(PromptsConfig, "prompts", args.params, CONTEXT_KEYS + SHOT_KEYS)
@@ -132,6 +140,7 @@ def answer_row_in_child(row: str, args, tmp: Path, teacher: bool) -> None:
     cmd = [sys.executable, "-m", "stages.evaluate", "--row", row, "--rows-dir", str(tmp), "--row-metrics", str(tmp),
            "--params", args.params, "--index", args.index, "--shots", args.shots,
            *(["--questions", *args.questions] if args.questions else []),
+           *(["--model", *args.model] if args.model else []),
            "--teacher-answers", str(tmp / "teacher.jsonl") if teacher else ""]
     print(f"row {row}: starting its process", flush=True)
     child = subprocess.Popen(cmd)
@@ -152,6 +161,8 @@ def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, si
     pool = load_questions(shots) if row == "teacher" and shots and prompts_cfg.teacher_shots else []
     records, stats = answer_with_model(model_dir(row), questions, search, cfg, gen_cfg, prompts_cfg,
                                        system_for=teacher_shots(pool, search, prompts_cfg))
+    if stats["abandoned_problem"]:  # a row of the context's answers would be read as the model's
+        raise ValueError(f"row {row}: {stats['abandoned_problem']}")
     summary, lines = score_row(row, model_dir(row), questions, records, stats, similarity)
     print(f"{row}: total {summary['total']} (mcq {summary['mcq_accuracy']}, open {summary['open_score']}) "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
@@ -163,7 +174,7 @@ def answer_row(row: str, teacher: list[dict] | None, questions, search, hits, si
 
 
 def model_dir(row: str) -> str:
-    return paths()[ROWS[row]]
+    return MODELS.get(row) or paths()[ROWS[row]]
 
 
 def read_rows(path, questions) -> list[dict]:

@@ -33,6 +33,9 @@ def main() -> None:
     if not train:  # nothing to write that distill could learn from: say why, keep the previous out
         raise ValueError(f"{args.teacher} + {args.student}: no training pair left of {counts['teacher_records']} "
                          f"prompts (dropped: {counts['dropped']}); read a few answers of each model")
+    if not test:  # distill measures the student on them; an empty split cannot be saved either
+        raise ValueError(f"{args.teacher} + {args.student}: no test pair among {len(train)} pairs "
+                         f"(pairs.test_fraction {cfg.test_fraction}): raise pairs.test_fraction or the prompts")
     with atomic_dir(args.out) as tmp:
         write_jsonl(Path(tmp) / "train.jsonl", train)
         write_jsonl(Path(tmp) / "test.jsonl", test)

@@ -41,8 +41,9 @@ def work(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
 
 
 def params(d, name, **train):
-    # the fused loss here (resume, DDP, adaptive skews through it); the pipeline test runs params.yaml's
-    base = {"max_steps": 6, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05, "warmup_ratio": 0.0,
+    # the fused loss here (resume, DDP, adaptive skews through it); the pipeline test runs params.yaml's.
+    # float32 (not auto): the same arithmetic on a CPU with bf16 in hardware and on one without
+    base = {"bf16": False, "max_steps": 6, "save_steps": 2, "batch_size": 2, "learning_rate": 0.05, "warmup_ratio": 0.0,
             "adaptive_alpha": True, "warm_start_steps": 2, "fused_loss": True, "lora": {"r": 4, "alpha": 8}}
     (d / f"{name}.yaml").write_text(yaml.safe_dump({"train": {**base, **train}}))
     return d / f"{name}.yaml"

@@ -62,7 +62,8 @@ def test_resolve_names_the_param_and_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(SPLIT, "fake-model", SplitGGUF(split.package, split.version, split.sha256, split.size,
                                                         (split.parts[0], split.parts[0])))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    with pytest.raises(WeightsError, match=r"student\.model: fake-model: package fsku-fake-part2==1\.0 is not installed"):
+    missing = r"student\.model: fake-model: package fsku-fake-part2==1\.0 is not installed"
+    with pytest.raises(WeightsError, match=missing):
         resolve_gguf("fake-model", "student.model")
     with pytest.raises(FileNotFoundError, match=r"teacher\.model: nowhere\.gguf is neither an embedded model"):
         resolve_gguf("nowhere.gguf", "teacher.model")

@@ -367,6 +367,11 @@ def test_pairs_stage_writes_jsonl_and_hf_dataset(tmp_path):
     stage("again")
     files = sorted(p.relative_to(tmp_path / "pairs") for p in (tmp_path / "pairs").rglob("*") if p.is_file())
     assert all((tmp_path / "pairs" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)
+    # no pair held out: a clear error that names the param, and the previous out is kept
+    (tmp_path / "params.yaml").write_text("pairs:\n  test_fraction: 0.0\n")
+    with pytest.raises(AssertionError, match=r"no test pair among 20 pairs \(pairs\.test_fraction 0\.0\)"):
+        stage("pairs")
+    assert datasets.load_from_disk(str(tmp_path / "pairs" / "hf"))["test"].num_rows > 0
 
 
 def test_frequency_penalty_counts_answer_tokens_only(tiny_model_dir):
@@ -469,7 +474,9 @@ def test_a_vllm_memory_share_that_cannot_hold_the_weights_stops_with_the_fix(tin
     with pytest.raises(ConfigError, match=r"gen.vllm_memory_utilization: 0.3 of 23.6 GiB x 1 GPU\(s\) is 7.1 GiB, "
                                           r".*take 28.3 GiB in float32.*raise it to about 0.95 "
                                           r"and set gen.vllm_dtype: bfloat16"):
-        check_vllm_memory(GenConfig(), "models/teacher", seven_b * 2, 23.6)
+        check_vllm_memory(GenConfig(vllm_dtype="float32"), "models/teacher", seven_b * 2, 23.6)
+    with pytest.raises(ConfigError, match=r"take 14.2 GiB in bfloat16 .*raise it to about 0.7"):  # auto, on a GPU
+        check_vllm_memory(GenConfig(), "models/teacher", seven_b, 23.6)
     with pytest.raises(ConfigError, match=r"take 14.2 GiB in bfloat16 .*raise it to about 0.7"):
         check_vllm_memory(GenConfig(vllm_dtype="bfloat16"), "models/teacher", seven_b, 23.6)
     check_vllm_memory(GenConfig(vllm_dtype="bfloat16", vllm_memory_utilization=0.9), "models/teacher", seven_b, 23.6)

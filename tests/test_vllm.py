@@ -29,7 +29,7 @@ from fsku.gen.vllm_backend import VLLMBackend
 
 if __name__ == "__main__":
     adapter, out_file, prompts, pool = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-    cfg = GenConfig(max_model_len=128, batch_size=2)
+    cfg = GenConfig(max_model_len=128, batch_size=2, vllm_dtype="float32")  # compared with transformers' float32
     backend = VLLMBackend(adapter, cfg)
     greedy = SamplingConfig(max_tokens=6)
     out = {"lora": backend.generate(prompts, greedy, 0)}

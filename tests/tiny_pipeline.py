@@ -1,8 +1,10 @@
 """A complete, tiny copy of the project in a real temp git + DVC repo.
 
 Every stage of the project's own ``dvc.yaml`` runs, on the project's ``params.yaml`` with a few
-overrides: 3 corpus documents, a 4-layer random-init Gemma 3 with the real tokenizer as teacher,
-6 prompts, 2 sft and 2 training steps and a handful of eval and test questions. A full ``dvc repro`` takes
+overrides: 3 corpus documents, random-init Qwen2 models with Qwen2.5's real tokenizer and ChatML
+template as teacher (3 layers) and student (2 layers, narrower), as the default's Qwen2.5-Coder
+1.5B and 0.5B are, 6 prompts, 2 sft and 2 training steps and a handful of eval and test questions. A full
+``dvc repro`` takes
 a couple of minutes on 2 cores, so the DVC tests can afford to rerun the real thing."""
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT, copy_code, run, tiny_gemma
+from conftest import ROOT, copy_code, run, tiny_qwen2
 
 DOCS = ["01_electronic_financial_transactions", "06_network_separation", "12_ai_model_risk"]
 
@@ -24,7 +26,6 @@ OVERRIDES = {
     "encoder.pca_dims": 16,
     "encoder.dtype": "float32",
     "index.eval.ks": [1, 5],
-    "student.keep_layers": 2,
     "prompts.max_prompts": 6,
     "prompts.top_k": 2,
     "prompts.max_context_chars": 300,
@@ -35,6 +36,7 @@ OVERRIDES = {
     "gen.max_model_len": 768,
     "gen.teacher.max_tokens": 8,
     "gen.student.max_tokens": 8,
+    "pairs.test_fraction": 0.4,  # 2 of the 6 prompts held out (0.2 holds out none of them)
     "sft.steps": 2,
     "sft.max_length": 768,
     "sft.require_format": False,  # the random-init teacher's open answers are not Korean sentences
@@ -138,11 +140,18 @@ def _first(n_mcq: int, n_open: int):
 
 def build(repo: Path, tokenizer) -> Path:
     """Create the repo at ``repo`` (git + DVC, code, data subset, params), commit it, and return it.
-    The tiny teacher is written next to the repo, outside it (``teacher.model`` names its path)."""
+    The tiny teacher and student are written next to the repo, outside it (``teacher.model`` and
+    ``student.model`` name their paths), in bfloat16 as the default's converted models are; widths of
+    64 and up for bitsandbytes' nf4 blocks, head_dim 32 for vLLM's CPU attention."""
+    import torch
+
     from fsku.models.load import save_model
 
-    teacher_src = repo.parent / f"{repo.name}-teacher-src"
-    save_model(tiny_gemma(layers=4, hidden=64, head_dim=32, seed=7), tokenizer, teacher_src)
+    teacher_src, student_src = repo.parent / f"{repo.name}-teacher-src", repo.parent / f"{repo.name}-student-src"
+    save_model(tiny_qwen2(layers=3, hidden=96, heads=3, vocab=151936, seed=7).to(torch.bfloat16), tokenizer,
+               teacher_src)
+    save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936, seed=8).to(torch.bfloat16), tokenizer,
+               student_src)
     repo.mkdir(parents=True, exist_ok=True)
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "t@example.com")
@@ -164,7 +173,7 @@ def build(repo: Path, tokenizer) -> Path:
     _subset_csv(ROOT / "data/raw/questions/train.csv", repo / "data/raw/questions/train.csv", _first(8, 4))
     _subset_csv(ROOT / "data/raw/questions/eval.csv", repo / "data/raw/questions/eval.csv", _first(4, 2))
     _subset_csv(ROOT / "data/raw/test.csv", repo / "data/raw/test.csv", _first(6, 0))  # no Answer column
-    set_params(repo, {**OVERRIDES, "teacher.model": str(teacher_src)})
+    set_params(repo, {**OVERRIDES, "teacher.model": str(teacher_src), "student.model": str(student_src)})
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny pipeline")
     return repo

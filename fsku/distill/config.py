@@ -76,7 +76,8 @@ class TrainConfig:
     weight_decay: float = field(0.0, ge=0.0)
     max_grad_norm: float = field(1.0, gt=0.0)
     max_length: int = field(2048, ge=16, doc="prompt + answer tokens; longer pairs are cut at the end")
-    bf16: bool = field(False, doc="bf16 autocast (CPU or GPU)")
+    bf16: Literal["auto", True, False] = field(
+        "auto", doc="bf16 autocast, the teacher in bf16; auto: on a GPU or a CPU with AMX/AVX512-BF16 (fsku.kernels)")
     gradient_checkpointing: bool = False
     save_steps: int = field(10, ge=1, doc="checkpoint every this many steps (resume after a kill)")
     logging_steps: int = field(1, ge=1)

@@ -27,6 +27,7 @@ from fsku.distill.config import LoraParams
 from fsku.distill.pairs import PairsConfig, is_test
 from fsku.gen.format import format_prompt
 from fsku.io import atomic_dir, read_jsonl, save_tokenizer, write_json
+from fsku.kernels import use_bf16
 from fsku.scoring import format_problem
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class SftConfig:
     gradient_accumulation_steps: int = field(1, ge=1)
     seed: int = 0
     gradient_checkpointing: bool = field(False, doc="recompute activations (less memory, ~20% slower)")
+    bf16: Literal["auto", True, False] = field(
+        "auto", doc="bf16 autocast over float32 weights; auto: on a GPU or a CPU with AMX/AVX512-BF16 (fsku.kernels)")
     require_format: bool = field(True, doc="keep only answers in the answer format (format_problem)")
     lora: LoraParams = field(default_factory=_full_finetuning)
 
@@ -152,7 +155,8 @@ def build_trainer(cfg: SftConfig, model, tokenizer, train: list[dict], output_di
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length, completion_only_loss=True, packing=False,
-        seed=cfg.seed, data_seed=cfg.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
+        seed=cfg.seed, data_seed=cfg.seed, bf16=use_bf16(cfg.bf16, torch.cuda.is_available(), "sft.bf16"), fp16=False,
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing, save_strategy="no", logging_steps=1, report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
     )
@@ -202,7 +206,7 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
         return summary
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
@@ -218,6 +222,8 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
         raise ValueError(f"{teacher_file}: {len(train)} usable teacher answer(s) for sft (dropped: "
                          f"{dict(sorted(dropped.items())) or 'none'}); it needs at least 2. Check the teacher's "
                          "answers (metrics/generation.json), or set sft.steps: 0 to pass the student through")
+    # the out is kept (and answers) in the student's own stored dtype
+    keep = AutoConfig.from_pretrained(student_dir).dtype or torch.float32
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     use_cache = model.config.use_cache  # training switches the KV cache off; the out keeps the input's
     before = completion_loss(model.eval(), tokenizer, held_out)
@@ -231,7 +237,7 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
     after = completion_loss(trained.eval(), tokenizer, held_out)
     trained.config.use_cache = use_cache
     with atomic_dir(out_dir) as tmp:
-        trained.eval().save_pretrained(str(tmp))
+        trained.eval().to(keep).save_pretrained(str(tmp))
         save_tokenizer(tokenizer, tmp)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     r4 = lambda x: None if x is None else round(float(x), 4)  # noqa: E731

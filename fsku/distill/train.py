@@ -24,6 +24,7 @@ from fsku.distill.config import TrainConfig
 from fsku.distill.examples import check_examples, load_examples
 from fsku.distill.quality import answer_quality
 from fsku.io import atomic_dir, cached_tokenizer, save_tokenizer, write_json
+from fsku.kernels import use_bf16
 from fsku.models.compat import TokenizerMismatch, check_and_align, same_vocab
 from fsku.models.fingerprint import model_fingerprint
 
@@ -152,7 +153,8 @@ def trainer_args(cfg: TrainConfig, output_dir: str) -> dict:
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
+        seed=cfg.seed, data_seed=cfg.seed, bf16=use_bf16(cfg.bf16, torch.cuda.is_available(), "train.bf16"), fp16=False,
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
     )
@@ -184,8 +186,12 @@ def run_distill(cfg: TrainConfig, pairs_dir: Path, teacher_dir: str, student_dir
     if not test:
         raise ValueError(f"{pairs_dir / 'test.jsonl'}: no test pairs to measure the student on; "
                          "raise pairs.test_fraction")
-    dtype = torch.bfloat16 if cfg.bf16 and torch.cuda.is_available() else torch.float32
-    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype)
+    cuda = torch.cuda.is_available()
+    bf16 = use_bf16(cfg.bf16, cuda, "train.bf16")
+    # the frozen teacher in bf16 when autocast computes in it anyway (half the memory, no casts); the
+    # student keeps float32 master weights on a CPU (autocast), as mixed precision does
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype if cuda else torch.float32)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype).eval()
     note = "tokenizers differ: GOLD aligns them by text (ULD)" if cross else check_and_align(
         teacher_tok, tokenizer, teacher, student)

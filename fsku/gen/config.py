@@ -54,7 +54,8 @@ class GenConfig:
         0.3, gt=0.0, le=1.0, doc="share of GPU memory (CPU memory on the CPU build) vLLM reserves")
     vllm_enforce_eager: bool = field(True, doc="skip vLLM's graph compilation (faster start on CPU)")
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        "float32", doc="vLLM compute dtype; auto is bfloat16 on the CPU build, which is not run-to-run exact")
+        "auto", doc="vLLM compute dtype; auto: bfloat16 on a GPU or a CPU with AMX/AVX512-BF16, else float32 "
+                    "(fsku.kernels.compute_dtype)")
     tensor_parallel_size: int = field(1, ge=1, le=64, doc="vLLM: GPUs one model is split over")
     teacher_system: str = field("", doc="instructions only the teacher sees (system turn or prefix)")
     teacher_mcq: Literal["option_pmi", "option", "generate"] = field(
@@ -107,12 +108,15 @@ def weights_gib(model_dir, dtype: str) -> float | None:
 def check_vllm_memory(cfg: GenConfig, model_dir, weights: float | None, device_gib: float) -> None:
     """Stop before vLLM starts when its memory share cannot even hold the weights (it would fail,
     or under ``auto`` fall back to a many times slower transformers run)."""
+    from fsku.kernels import compute_dtype
+
     share = cfg.vllm_memory_utilization * device_gib * cfg.tensor_parallel_size
+    dtype = compute_dtype(cfg.vllm_dtype, True)  # what a GPU computes in: auto is bfloat16 there
     if weights is not None and weights >= share:
         fit = min(0.95, round(weights / (device_gib * cfg.tensor_parallel_size) + 0.1, 2))
         raise ConfigError(
             f"gen.vllm_memory_utilization: {cfg.vllm_memory_utilization} of {device_gib:.1f} GiB x "
             f"{cfg.tensor_parallel_size} GPU(s) is {share:.1f} GiB, and {model_dir}'s weights alone take "
-            f"{weights:.1f} GiB in {cfg.vllm_dtype} (the KV cache comes on top): raise it to about {fit}"
-            + (" and set gen.vllm_dtype: bfloat16" if cfg.vllm_dtype == "float32" else "")
+            f"{weights:.1f} GiB in {dtype} (the KV cache comes on top): raise it to about {fit}"
+            + (" and set gen.vllm_dtype: bfloat16" if dtype == "float32" else "")
             + ", or raise gen.tensor_parallel_size (configs/profiles/gpu-24gb.yaml sets what fits one 24 GB GPU)")

@@ -16,7 +16,7 @@ from fsku.gen.shots import shots_for
 from fsku.questions import Question
 
 MCQ_INSTRUCTION = "보기 중 정답 번호를 고르고 \"정답: 번호\" 형식으로 답한 뒤 이유를 한 문장으로 설명하세요."
-OPEN_INSTRUCTION = "핵심 용어를 포함하여 2~3문장으로 답하세요."
+OPEN_INSTRUCTION = "핵심 용어를 포함하여 목록 없이 2~3문장으로 간결하게 답하세요."  # an instruct model otherwise lists
 NO_CONTEXT = "(없음)"
 # Multiple choice scored on the options' text: the context and the stem only. With the options listed
 # and the instruction after them, a small model's likelihood of an option's text mostly says which

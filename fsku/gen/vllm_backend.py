@@ -10,6 +10,7 @@ import vllm  # noqa: F401  - an ImportError here means "no vLLM"
 from fsku.gen.backend import common_prefix, option_sequences, with_samples
 from fsku.gen.config import GenConfig, SamplingConfig, check_vllm_memory, weights_gib
 from fsku.gen.format import stop_strings
+from fsku.kernels import compute_dtype
 from fsku.models.adapter import ModelSource, resolve_model
 
 
@@ -36,11 +37,17 @@ class VLLMBackend:
         import torch
 
         if torch.cuda.is_available():  # the CPU build sizes its KV cache separately (VLLM_CPU_KVCACHE_SPACE)
-            check_vllm_memory(cfg, model_dir, weights_gib(adapter.base if adapter else model_dir, cfg.vllm_dtype),
+            check_vllm_memory(cfg, model_dir, weights_gib(adapter.base if adapter else model_dir,
+                                                          compute_dtype(cfg.vllm_dtype, True)),
                               torch.cuda.get_device_properties(0).total_memory / 2**30)
+        # auto: bfloat16 on a GPU or where the CPU does it in hardware, else float32 (fsku.kernels); no
+        # prefix cache, so that a request's arithmetic never depends on what ran before it in the
+        # process (a resumed generation then writes what an uninterrupted one does)
+        self.dtype = compute_dtype(cfg.vllm_dtype, torch.cuda.is_available())
         self.llm = LLM(model=adapter.base if adapter else str(model_dir), max_model_len=cfg.max_model_len, seed=0,
-                       dtype=cfg.vllm_dtype, gpu_memory_utilization=cfg.vllm_memory_utilization,
-                       enforce_eager=cfg.vllm_enforce_eager, tensor_parallel_size=cfg.tensor_parallel_size, **lora)
+                       dtype=self.dtype, gpu_memory_utilization=cfg.vllm_memory_utilization,
+                       enforce_eager=cfg.vllm_enforce_eager, tensor_parallel_size=cfg.tensor_parallel_size,
+                       enable_prefix_caching=False, **lora)
 
     def generate(self, prompts: list[str], sp: SamplingConfig, seed: int,
                  max_time: float | None = None) -> list[dict]:
@@ -66,7 +73,7 @@ class VLLMBackend:
 
     def continuation_logprobs(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         """Log-probability of each continuation given its prompt, from vLLM's prompt logprobs of the
-        full sequences (prefix caching makes the shared prompt cheap)."""
+        full sequences."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -90,7 +97,7 @@ class VLLMBackend:
 
     def option_logprobs(self, prompts: list[str], options: list[list[str]]) -> list[list[list[float]]]:
         """Per prompt, per option, the log-probability of each token of the option's text, from
-        vLLM's prompt logprobs of the full sequences (prefix caching makes the shared prompt cheap)."""
+        vLLM's prompt logprobs of the full sequences."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

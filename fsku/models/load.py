@@ -45,14 +45,6 @@ def load_causal_lm(source: str, dtype: str = "float32", key: str = "teacher.mode
     return model.eval(), tokenizer
 
 
-def stored_dtype(model_dir: str | Path) -> torch.dtype:
-    """The dtype a saved model dir keeps its weights in (config.json), float32 when it does not say."""
-    import json
-
-    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    return DTYPES.get(cfg.get("dtype") or cfg.get("torch_dtype") or "float32", torch.float32)
-
-
 def save_model(model, tokenizer, out_dir: str | Path) -> None:
     """Write safetensors, config, generation config and tokenizer atomically."""
     with atomic_dir(out_dir) as tmp:

@@ -7,7 +7,7 @@ from fsku.metric import score_items, summarize
 from fsku.predict.baselines import margins, mcq_agreement
 
 STATS = ("backend", "backend_fallback", "latency_p50_s", "latency_p95_s", "questions_per_min", "seconds", "fallbacks",
-         "collapsed", "mcq_top_answer", "mcq_top_share", "mcq_distribution", "degenerate_open", "breaker")
+         "collapsed", "mcq_top_answer", "mcq_top_share", "mcq_distribution", "degenerate_open", "abandoned", "breaker")
 ITEM_KEYS = ("correct", "cosine", "keyword", "score", "degenerate")
 
 

@@ -8,6 +8,12 @@ frequent one, 22 of 96, is 23% of them), so a working model stays well below the
 
 Degenerate open answers are those ``Answerer`` caught (``fallback: degenerate:<reason>``, see
 ``fsku.predict.answer``) and answered from the retrieved context instead.
+
+``abandoned`` counts the answers the model was never allowed to give: its call timed out, failed, or
+the open breaker refused it, and the retrieved context answered. A 1.5B model in bfloat16 under
+kernels pinned to AVX2 took over 90 s a question, so with a 60 s limit every answer of a run came
+from the context while the run looked complete. Past ``ABANDONED_SHARE`` of the questions, a run
+says so loudly (``abandoned_problem``): the eval rows stop, predict warns where its log ends.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ log = logging.getLogger(__name__)
 
 COLLAPSE_SHARE = 0.6
 DEGENERATE = "degenerate:"
+ABANDONED = ("timeout", "error", "breaker_open")
+ABANDONED_SHARE = 0.25
 
 
 def mcq_distribution(records: list[dict]) -> dict[str, int]:
@@ -52,10 +60,33 @@ def degenerate_open(records: list[dict]) -> dict:
     return {"count": n, "share": round(n / len(opn), 4) if opn else None, "reasons": dict(sorted(reasons.items()))}
 
 
+def abandoned(records: list[dict]) -> dict:
+    """Answers the context gave because the model's call timed out, failed or was refused:
+    ``{"count", "share"}`` of all questions."""
+    n = sum(r.get("fallback") in ABANDONED for r in records)
+    return {"count": n, "share": round(n / len(records), 4) if records else None}
+
+
+def abandoned_problem(records: list[dict], name: str, seconds_per_question: float | None, cfg) -> str | None:
+    """Why a run's answers are not the model's, when more than ``ABANDONED_SHARE`` were abandoned
+    (None otherwise): what happened, what the model took, and the settings that decide it."""
+    a = abandoned(records)
+    if not records or a["share"] <= ABANDONED_SHARE:
+        return None
+    from fsku.kernels import kernel_choice
+
+    took = f"; the model's answered calls took {seconds_per_question:.1f} s a question" if seconds_per_question else ""
+    return (f"{name}: {a['count']} of {len(records)} answers came from the retrieved context, not the model: its "
+            f"calls timed out, failed or met the open breaker (question_timeout_s {cfg.question_timeout_s}, "
+            f"call_grace_s {cfg.call_grace_s}{took}; CPU kernels {kernel_choice()}). Raise question_timeout_s, "
+            "or let dtype and kernels agree (dtype auto, FSKU_CPU_KERNELS auto: bfloat16 only where the CPU "
+            "does it in hardware)")
+
+
 def answer_health(records: list[dict], name: str = "") -> dict:
     """The figures above for one model's records; logs a warning when the row collapsed."""
     out = {**collapse(records), "mcq_distribution": mcq_distribution(records),
-           "degenerate_open": degenerate_open(records)}
+           "degenerate_open": degenerate_open(records), "abandoned": abandoned(records)}
     if out["collapsed"]:
         log.warning("%s: collapsed: answer %s to %.0f%% of the multiple-choice questions (more than %.0f%%)",
                     name or "model", out["mcq_top_answer"], 100 * out["mcq_top_share"], 100 * COLLAPSE_SHARE)

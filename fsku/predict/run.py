@@ -19,7 +19,7 @@ from fsku.io import atomic_path, write_jsonl
 from fsku.models.fingerprint import model_fingerprint
 from fsku.predict.answer import AnswerCache, Answerer, Budget, prepare, settings_salt
 from fsku.predict.config import AnswerConfig, PredictConfig
-from fsku.predict.health import answer_health
+from fsku.predict.health import ABANDONED, abandoned_problem, answer_health
 from fsku.questions import Question
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,11 @@ def answer_with_model(model_dir: str | Path, questions: list[Question], search, 
              "modes": _count(r["mode"] for r in records),
              **answer_health(records, str(model_dir))}  # collapsed, mcq_distribution, degenerate_open
     stats["breaker"] = answerer.breaker.summary()
+    own = [r for r in fresh if r["fallback"] not in ABANDONED]
+    stats["abandoned_problem"] = abandoned_problem(
+        records, str(model_dir), sum(r["seconds"] for r in own) / len(own) if own else None, cfg)
+    if stats["abandoned_problem"]:  # said again where the stage's log ends (fsku.stage.run)
+        logging.getLogger("fsku.fallback").warning(stats["abandoned_problem"])
     if budget is not None:
         stats["mode_switches"] = budget.switches
     del backend
