@@ -114,3 +114,21 @@ def test_a_resumed_run_asks_the_model_again_for_what_the_context_answered(tmp_pa
                {"key": "d", "fallback": "timeout", "source": "context"}, {"key": "e", "fallback": None}])
     again = AnswerCache(tmp_path / "answers.jsonl")
     assert [again.get(k) is None for k in "abcde"] == [True, True, False, False, False]
+
+
+def test_a_run_answered_mostly_by_the_fallback_says_so():
+    """Past a quarter of the questions abandoned (timeout, error, open breaker), the run names what
+    happened and the settings that decide it; degenerate answers and a quarter exactly do not count."""
+    from fsku.predict.config import AnswerConfig
+    from fsku.predict.health import abandoned, abandoned_problem
+
+    cfg = AnswerConfig(question_timeout_s=60.0, call_grace_s=30.0)
+    records = [{"fallback": f} for f in ("timeout", "breaker_open", None, "degenerate:echo")]
+    assert abandoned(records) == {"count": 2, "share": 0.5}
+    problem = abandoned_problem(records, "models/teacher", 92.4, cfg)
+    assert problem.startswith("models/teacher: 2 of 4 answers came from the retrieved context")
+    assert "question_timeout_s 60.0" in problem and "took 92.4 s a question" in problem
+    assert "CPU kernels" in problem
+    quarter = [{"fallback": "error"}, {"fallback": None}, {"fallback": None}, {"fallback": None}]
+    assert abandoned_problem(quarter, "m", None, cfg) is None
+    assert abandoned([]) == {"count": 0, "share": None} and abandoned_problem([], "m", None, cfg) is None

@@ -96,12 +96,17 @@ def smoke_profile(where: Path, tokenizer) -> Path:
     from conftest import ROOT, tiny_gemma
 
     teacher_dir = where / "gemma-teacher"
-    save_model(tiny_gemma(layers=4, hidden=64, head_dim=32, seed=7), tokenizer, teacher_dir)
+    teacher = tiny_gemma(layers=4, hidden=64, head_dim=32, seed=7)
+    teacher.config.max_position_embeddings = 1024  # vLLM refuses a max_model_len (768 here) above it
+    save_model(teacher, tokenizer, teacher_dir)
     overlay = yaml.safe_load((ROOT / "configs/profiles/gemma-smoke.yaml").read_text(encoding="utf-8"))
     overlay["teacher"]["model"] = str(teacher_dir)
     overlay["student"]["keep_layers"] = 2
     overlay["gen"]["backend"] = "vllm"
     overlay["gen"]["teacher"]["max_tokens"] = overlay["gen"]["student"]["max_tokens"] = 8
+    # the tiny sizes of tiny_pipeline.OVERRIDES where the profile sets its own
+    overlay["prompts"]["max_context_chars"] = 300
+    overlay["sft"]["steps"] = 2
     profile = where / "gemma-smoke.yaml"
     profile.write_text(yaml.safe_dump(overlay, allow_unicode=True))
     return profile
