@@ -147,7 +147,7 @@ def build(repo: Path, tokenizer) -> Path:
 
     from fsku.models.load import save_model
 
-    teacher_src, student_src = repo.parent / f"{repo.name}-teacher-src", repo.parent / f"{repo.name}-student-src"
+    teacher_src, student_src = repo.parent / f"src-teacher-{repo.name}", repo.parent / f"src-student-{repo.name}"
     save_model(tiny_qwen2(layers=3, hidden=96, heads=3, vocab=151936, seed=7).to(torch.bfloat16), tokenizer,
                teacher_src)
     save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936, seed=8).to(torch.bfloat16), tokenizer,
