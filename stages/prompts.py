@@ -1,8 +1,10 @@
-"""Stage `prompts`: training questions + retrieved context -> data/gen/prompts.jsonl (deduplicated)."""
+"""Stage `prompts`: training questions + retrieved context -> data/gen/prompts.jsonl (deduplicated,
+capped at prompts.max_prompts) and data/gen/choice_prompts.jsonl (every multiple-choice question,
+uncapped: what the teacher's option distributions are computed on)."""
 
 from fsku.config import load_section
 from fsku.gen.config import PromptsConfig
-from fsku.gen.prompts import build_prompts
+from fsku.gen.prompts import build_choice_prompts, build_prompts
 from fsku.io import write_json, write_jsonl
 from fsku.questions import load_questions
 from fsku.retrieval.config import SEARCH_KEYS, IndexConfig
@@ -16,13 +18,17 @@ def main() -> None:
     p.add_argument("--questions", default=P["train_questions"])
     p.add_argument("--index", default=P["index"])
     p.add_argument("--out", default=P["prompts"])
+    p.add_argument("--choice-out", default=P["choice_prompts"])
     p.add_argument("--metrics", default=P["metrics"]["prompts"])
     args = p.parse_args()
     cfg = load_section(PromptsConfig, "prompts", args.params)
     questions = load_questions(args.questions)
     retriever = Retriever.load(args.index, load_section(IndexConfig, "index", args.params, SEARCH_KEYS))
     records, counts = build_prompts(questions, retriever.top_chunks, cfg)
+    choices = build_choice_prompts(questions, retriever.top_chunks, cfg)
+    counts["choice_prompts"] = len(choices)
     write_jsonl(args.out, records)
+    write_jsonl(args.choice_out, choices)
     write_json(args.metrics, counts)
     print({k: v for k, v in counts.items() if k != "duplicates"})
 

@@ -1,6 +1,8 @@
 """Stage `sft`: the initial student fine-tuned on the teacher's in-format answers (TRL SFTTrainer,
 LoRA merged or full) -> models/student_sft (a plain model) and metrics/sft.json. The prompts that
-`pairs` holds out as test pairs are left out. sft.steps 0 passes models/student_init through."""
+`pairs` holds out as test pairs are left out. Then the teacher's option distributions on every training
+MCQ (data/gen/teacher_choices.jsonl, sft.choices). sft.steps 0 and sft.choices.num_train_epochs 0 pass
+models/student_init through."""
 
 from pathlib import Path
 
@@ -15,6 +17,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--teacher-gen", default=P["teacher_gen"])
     p.add_argument("--prompts", default=P["prompts"])
+    p.add_argument("--teacher-choices", default=P["teacher_choices"], help="'' = no choice phase")
     p.add_argument("--student", default=P["student_init"])
     p.add_argument("--out", default=P["student_sft"])
     p.add_argument("--metrics", default=P["metrics"]["sft"])
@@ -23,7 +26,8 @@ def main() -> None:
     pairs_cfg = load_section(PairsConfig, "pairs", args.params, ("test_fraction", "seed"))  # its held-out split
     seed_everything(cfg.seed)
     print(run_sft(cfg, pairs_cfg, Path(args.teacher_gen), Path(args.prompts), args.student, Path(args.out),
-                  Path(args.metrics)))
+                  Path(args.metrics),
+                  Path(args.teacher_choices) if args.teacher_choices else None))
 
 
 if __name__ == "__main__":

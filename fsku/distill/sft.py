@@ -7,7 +7,9 @@ the completion the teacher's answer. ``SFTTrainer`` appends the tokenizer's EOS 
 so the student learns to stop, and puts the loss on completion tokens only. Only answers in the
 answer format are kept (``fsku.scoring.format_problem``), and the prompts that ``pairs`` holds out
 as test pairs are left out so those stay unseen; their in-format answers measure the loss before
-and after training. A LoRA adapter is merged into the model before saving: the out is a plain model.
+and after training. A second phase (``sft.choices``, ``fsku.distill.choices``) then teaches the
+teacher's option distribution on every training multiple-choice question, on the same adapter. A LoRA
+adapter is merged into the model before saving: the out is a plain model.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from fsku.config import ConfigError, field
+from fsku.distill.choices import ChoiceParams, agreement, build_choice_trainer, choice_examples
 from fsku.distill.config import LoraParams
 from fsku.distill.pairs import PairsConfig, is_test
 from fsku.gen.format import format_prompt
@@ -55,6 +58,7 @@ class SftConfig:
         "auto", doc="bf16 autocast over float32 weights; auto: on a GPU or a CPU with AMX/AVX512-BF16 (fsku.kernels)")
     require_format: bool = field(True, doc="keep only answers in the answer format (format_problem)")
     lora: LoraParams = field(default_factory=_full_finetuning)
+    choices: ChoiceParams = field(default_factory=ChoiceParams)
 
     def validate(self) -> None:
         if self.lora.enabled and not self.lora.target_modules:
@@ -196,10 +200,12 @@ def score_completions_only(enabled: bool = True):
 
 
 def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_file: Path, student_dir: str,
-            out_dir: Path, metrics_file: Path) -> dict:
-    """Train (or pass through), write ``out_dir`` (a plain model + tokenizer) and the metrics."""
+            out_dir: Path, metrics_file: Path, choices_file: Path | None = None) -> dict:
+    """Train (or pass through), write ``out_dir`` (a plain model + tokenizer) and the metrics.
+    ``choices_file``: the ``teacher_choices`` stage's out, for the second phase (``sft.choices``)."""
     start = time.perf_counter()
-    if cfg.steps == 0:
+    with_choices = choices_file is not None and cfg.choices.num_train_epochs > 0
+    if cfg.steps == 0 and not with_choices:
         pass_through(student_dir, out_dir)
         summary = {"steps": 0, "passed_through": True, "seconds": round(time.perf_counter() - start, 1)}
         write_json(metrics_file, summary)
@@ -210,44 +216,80 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    prompts = read_jsonl(prompts_file)
-    n_options = {p["prompt_id"]: int(p.get("n_options") or 0) for p in prompts}
-    questions = {p["prompt_id"]: p["question"] for p in prompts if p.get("type") == "open" and p.get("question")}
-    teacher = read_jsonl(teacher_file)
-    train, held_out, dropped = select_examples(teacher, n_options, pairs_cfg, tokenizer, cfg.require_format,
-                                               questions)
-    train = drop_too_long(train, tokenizer, cfg.max_length, dropped)
-    held_out = drop_too_long(held_out, tokenizer, cfg.max_length, None)
-    if len(train) < 2:
-        raise ValueError(f"{teacher_file}: {len(train)} usable teacher answer(s) for sft (dropped: "
-                         f"{dict(sorted(dropped.items())) or 'none'}); it needs at least 2. Check the teacher's "
-                         "answers (metrics/generation.json), or set sft.steps: 0 to pass the student through")
+    train, held_out, dropped, teacher = [], [], Counter(), []
+    if cfg.steps:
+        prompts = read_jsonl(prompts_file)
+        n_options = {p["prompt_id"]: int(p.get("n_options") or 0) for p in prompts}
+        questions = {p["prompt_id"]: p["question"] for p in prompts if p.get("type") == "open" and p.get("question")}
+        teacher = read_jsonl(teacher_file)
+        train, held_out, dropped = select_examples(teacher, n_options, pairs_cfg, tokenizer, cfg.require_format,
+                                                   questions)
+        train = drop_too_long(train, tokenizer, cfg.max_length, dropped)
+        held_out = drop_too_long(held_out, tokenizer, cfg.max_length, None)
+        if len(train) < 2:
+            raise ValueError(f"{teacher_file}: {len(train)} usable teacher answer(s) for sft (dropped: "
+                             f"{dict(sorted(dropped.items())) or 'none'}); it needs at least 2. Check the teacher's "
+                             "answers (metrics/generation.json), or set sft.steps: 0 to pass the student through")
+    choice_train, choice_held = [], []
+    if with_choices:
+        choice_train, choice_held = choice_examples(read_jsonl(choices_file), tokenizer, pairs_cfg,
+                                                    cfg.choices.temperature)
+        if len(choice_train) < 2:
+            raise ValueError(f"{choices_file}: {len(choice_train)} training question(s) for sft.choices; it needs "
+                             "at least 2 (or set sft.choices.num_train_epochs: 0)")
     # the out is kept (and answers) in the student's own stored dtype
     keep = AutoConfig.from_pretrained(student_dir).dtype or torch.float32
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     use_cache = model.config.use_cache  # training switches the KV cache off; the out keeps the input's
     before = completion_loss(model.eval(), tokenizer, held_out)
+    choices_before = agreement(model, choice_held) if with_choices else None
+    bf16 = use_bf16(cfg.bf16, torch.cuda.is_available(), "sft.bf16")
+    losses, choice_losses, steps = [], [], 0
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
-        trainer = build_trainer(cfg, model, tokenizer, train, tmp)
-        with score_completions_only():
-            trainer.train()
-    trained = trainer.model
+        if cfg.steps:
+            trainer = build_trainer(cfg, model, tokenizer, train, tmp)
+            with score_completions_only():
+                trainer.train()
+            model = trainer.model
+            losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+            steps = trainer.state.global_step
+        if with_choices:
+            if cfg.lora.enabled and not cfg.steps:  # no adapter from the first phase: a fresh one
+                from peft import LoraConfig, get_peft_model
+
+                model = get_peft_model(model, LoraConfig(
+                    r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
+            log.info("sft: choice distillation on %d questions (%d held out), %.3g epochs", len(choice_train),
+                     len(choice_held), cfg.choices.num_train_epochs)
+            ct = build_choice_trainer(cfg.choices, model, tokenizer, choice_train, tmp, cfg.seed, bf16,
+                                      cfg.lr_scheduler_type, cfg.max_grad_norm)
+            ct.train()
+            model = ct.model
+            choice_losses = [e["loss"] for e in ct.state.log_history if "loss" in e]
+    trained = model
     if cfg.lora.enabled:
         trained = trained.merge_and_unload()
     after = completion_loss(trained.eval(), tokenizer, held_out)
+    choices_after = agreement(trained, choice_held) if with_choices else None
     trained.config.use_cache = use_cache
     with atomic_dir(out_dir) as tmp:
         trained.eval().to(keep).save_pretrained(str(tmp))
         save_tokenizer(tokenizer, tmp)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     r4 = lambda x: None if x is None else round(float(x), 4)  # noqa: E731
     summary = {
-        "steps": trainer.state.global_step, "lora": cfg.lora.enabled,
+        "steps": steps, "lora": cfg.lora.enabled,
         "examples": len(train), "held_out_examples": len(held_out), "teacher_answers": len(teacher),
         "dropped": dict(sorted(dropped.items())),
         "loss_first": r4(losses[0]) if losses else None, "loss_last": r4(losses[-1]) if losses else None,
         "held_out_loss_before": r4(before), "held_out_loss_after": r4(after),
-        "seconds": round(time.perf_counter() - start, 1),
     }
+    if with_choices:  # agreement with the teacher's pick, and KL over the options, on held-out questions
+        n = max(1, len(choice_losses) // 4)
+        summary["choices"] = {
+            "questions": len(choice_train), "steps": len(choice_losses),
+            "loss_first": r4(sum(choice_losses[:n]) / n), "loss_last": r4(sum(choice_losses[-n:]) / n),
+            "held_out_before": choices_before, "held_out_after": choices_after}
+    summary["seconds"] = round(time.perf_counter() - start, 1)
     write_json(metrics_file, summary)
     return summary
