@@ -3,8 +3,9 @@ capped at prompts.max_prompts) and data/gen/choice_prompts.jsonl (every multiple
 uncapped: what the teacher's option distributions are computed on)."""
 
 from fsku.config import load_section
+from fsku.gen.choice_prompts import build_choice_prompts
 from fsku.gen.config import PromptsConfig
-from fsku.gen.prompts import build_choice_prompts, build_prompts
+from fsku.gen.prompts import build_prompts
 from fsku.io import write_json, write_jsonl
 from fsku.questions import load_questions
 from fsku.retrieval.config import SEARCH_KEYS, IndexConfig

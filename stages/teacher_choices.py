@@ -1,13 +1,15 @@
 """Stage `teacher_choices`: the teacher's log-probability of "정답: N" for each option of every training
 multiple-choice question (data/gen/choice_prompts.jsonl) -> data/gen/teacher_choices.jsonl and
 metrics/teacher_choices.json. What `sft` teaches the student at its answer position
-(fsku.distill.choices); scored as `evaluate` scores the teacher's row (eval.mcq_mode loglik)."""
+(fsku.distill.choices); scored as `evaluate` scores the teacher's row (eval.mcq_mode loglik).
+With sft.choices.num_train_epochs 0 (the phase off) it scores nothing and writes an empty out."""
 
 import time
 from collections import Counter
 from pathlib import Path
 
 from fsku.config import load_section
+from fsku.distill.sft import SftConfig
 from fsku.gen.backends import make_backend
 from fsku.gen.choice import best, option_scores
 from fsku.gen.config import ENGINE_KEYS, GenConfig
@@ -25,6 +27,11 @@ def main() -> None:
     p.add_argument("--metrics", default=P["metrics"]["teacher_choices"])
     args = p.parse_args()
     gen_cfg = load_section(GenConfig, "gen", args.params, ENGINE_KEYS)
+    if not load_section(SftConfig, "sft", args.params, ("choices.num_train_epochs",)).choices.num_train_epochs:
+        write_jsonl(args.out, [])
+        write_json(args.metrics, {"questions": 0, "skipped": "sft.choices.num_train_epochs is 0"})
+        print("teacher_choices: skipped (sft.choices.num_train_epochs is 0)")
+        return
     prompts = read_jsonl(Path(args.prompts))
     start = time.perf_counter()
     backend = make_backend("transformers", args.teacher, gen_cfg)  # one forward pass a question

@@ -170,14 +170,17 @@ def test_teacher_choices_stage_scores_every_prompt_as_eval_does(student, qwen_to
              "prompt": r["prompt"]} for r in _records(5)]
     write_jsonl(tmp_path / "choice_prompts.jsonl", recs)
     outs = []
-    for i in range(2):
-        argv = [sys.executable, "-m", "stages.teacher_choices", "--prompts", str(tmp_path / "choice_prompts.jsonl"),
-                "--teacher", str(student), "--out", str(tmp_path / f"tc{i}.jsonl"),
-                "--metrics", str(tmp_path / f"tc{i}.json")]
+    for i, epochs in enumerate([1, 1, 0]):
+        params = tmp_path / f"p{i}.yaml"
+        params.write_text(yaml.safe_dump({"gen": {}, "sft": {"choices": {"num_train_epochs": epochs}}}))
+        argv = [sys.executable, "-m", "stages.teacher_choices", "--params", str(params),
+                "--prompts", str(tmp_path / "choice_prompts.jsonl"), "--teacher", str(student),
+                "--out", str(tmp_path / f"tc{i}.jsonl"), "--metrics", str(tmp_path / f"tc{i}.json")]
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs.append((tmp_path / f"tc{i}.jsonl").read_bytes())
     assert outs[0] == outs[1]
+    assert outs[2] == b"" and json.loads((tmp_path / "tc2.json").read_text())["questions"] == 0  # the phase off
     got = read_jsonl(tmp_path / "tc0.jsonl")
     backend = TransformersBackend(str(student), GenConfig(backend="transformers"))
     for r, g in zip(recs, got):

@@ -153,7 +153,8 @@ FROM_SFT = {"sft", "student_gen", "gen_report"} | FROM_PAIRS
     ("train.beta", FROM_DISTILL),  # the training settings never recompute the teacher's logits
     ("sft.steps", FROM_SFT),
     ("sft.lora.enabled", FROM_SFT),
-    ("sft.choices.num_train_epochs", FROM_SFT),  # the teacher's option distributions are not recomputed
+    ("sft.choices.num_train_epochs", {"teacher_choices"} | FROM_SFT),  # off: the teacher scores nothing
+    ("sft.choices.learning_rate", FROM_SFT),  # the teacher's option distributions are not recomputed
     ("train.lora.r", FROM_DISTILL),
     ("prompts.top_k", {"prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
     ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),

@@ -236,7 +236,8 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
                                                     cfg.choices.temperature)
         if len(choice_train) < 2:
             raise ValueError(f"{choices_file}: {len(choice_train)} training question(s) for sft.choices; it needs "
-                             "at least 2 (or set sft.choices.num_train_epochs: 0)")
+                             "at least 2 (rerun the teacher_choices stage with sft.choices.num_train_epochs above 0, "
+                             "or set it to 0)")
     # the out is kept (and answers) in the student's own stored dtype
     keep = AutoConfig.from_pretrained(student_dir).dtype or torch.float32
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)

@@ -8,7 +8,6 @@ generation, and the counts reported.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 
@@ -118,13 +117,3 @@ def build_prompts(questions: list[Question], search, cfg: PromptsConfig) -> tupl
               "after_dedup": len(kept), "prompts": len(records),
               "mcq": sum(r["type"] == "mcq" for r in records), "open": sum(r["type"] == "open" for r in records)}
     return records, counts
-
-
-def build_choice_prompts(questions: list[Question], search, cfg: PromptsConfig) -> list[dict]:
-    """Every deduplicated multiple-choice question, uncapped, as the students answer it (no worked
-    examples): the examples of choice distillation (``fsku.distill.choices``). A question also in the
-    capped pool gets the same prompt and id there."""
-    mcq = [q for q in questions if q.is_mcq]
-    records, _ = build_prompts(mcq, search, dataclasses.replace(cfg, max_prompts=0, teacher_shots=0))
-    keep = ("prompt_id", "question_id", "n_options", "answer", "context_ids", "prompt")
-    return [{k: r[k] for k in keep} for r in records]
