@@ -39,7 +39,8 @@ from tiny_pipeline import (
     snapshot,
 )
 
-STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft",
+STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_choices", "teacher_gen",
+          "sft",
           "student_gen", "gen_report", "pairs", "teacher_logits", "distill", "merge", "quantize", "eval_teacher",
           "eval_row@student", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
 # a new distilled model reanswers its own eval rows only: the teacher's and the student's stay
@@ -55,6 +56,7 @@ def repo(tmp_path_factory, gemma_tokenizer, qwen_tokenizer):
     order = {s: i for i, s in enumerate(stages)}
     for a, b in [("chunk", "index"), ("encoder", "index"), ("index", "prompts"), ("teacher_model", "student_model"),
                  ("prompts", "teacher_gen"), ("student_model", "sft"), ("teacher_gen", "sft"), ("sft", "student_gen"),
+                 ("prompts", "teacher_choices"), ("teacher_choices", "sft"),
                  ("teacher_gen", "pairs"),
                  ("student_gen", "pairs"), ("pairs", "teacher_logits"), ("teacher_logits", "distill"),
                  ("distill", "merge"), ("merge", "quantize"),
@@ -169,8 +171,8 @@ def test_evaluate_and_predict_outs(repo):
 
 # in the real repo, on its lock: one param per kind of reach (tests/test_dvc.py covers 21 through DVC's graph)
 @pytest.mark.parametrize("key, value, expected, direct", [
-    ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_gen", "sft", "student_gen", "gen_report", "pairs",
-                         "teacher_logits", *FROM_DISTILL, "eval_teacher", "eval_row@student"], 1),
+    ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_choices", "teacher_gen", "sft", "student_gen",
+                         "gen_report", "pairs", "teacher_logits", *FROM_DISTILL, "eval_teacher", "eval_row@student"], 1),
     ("train.beta", 0.2, FROM_DISTILL, 1),
     ("quant.method", "int8", ["quantize", "eval_row@quantized", "evaluate", "predict"], 1),
     ("eval.mcq_mode", "option_pmi", ["eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized",
@@ -374,7 +376,8 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]
 
 
-SMOKE_STAGES = ["chunk", "index", "teacher_model", "student_model", "prompts", "teacher_gen", "sft", "student_gen",
+SMOKE_STAGES = ["chunk", "index", "teacher_model", "student_model", "prompts", "teacher_choices", "teacher_gen",
+                "sft", "student_gen",
                 "pairs", "teacher_logits", "distill", "merge", "quantize", "predict"]
 
 
