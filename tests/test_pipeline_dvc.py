@@ -172,7 +172,8 @@ def test_evaluate_and_predict_outs(repo):
 # in the real repo, on its lock: one param per kind of reach (tests/test_dvc.py covers 21 through DVC's graph)
 @pytest.mark.parametrize("key, value, expected, direct", [
     ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_choices", "teacher_gen", "sft", "student_gen",
-                         "gen_report", "pairs", "teacher_logits", *FROM_DISTILL, "eval_teacher", "eval_row@student"], 1),
+                         "gen_report", "pairs", "teacher_logits", *FROM_DISTILL, "eval_teacher",
+                         "eval_row@student"], 1),
     ("train.beta", 0.2, FROM_DISTILL, 1),
     ("quant.method", "int8", ["quantize", "eval_row@quantized", "evaluate", "predict"], 1),
     ("eval.mcq_mode", "option_pmi", ["eval_teacher", "eval_row@student", "eval_row@distilled", "eval_row@quantized",
