@@ -40,7 +40,8 @@ def main() -> None:
         options = [""] * int(r["n_options"])
         lps = option_scores(backend, format_prompt(backend.tokenizer, r["prompt"]), "", options, "loglik")
         out.append({"prompt_id": r["prompt_id"], "question_id": r["question_id"], "prompt": r["prompt"],
-                    "logprobs": [round(x, 4) for x in lps], "choice": best(lps), "answer": r.get("answer")})
+                    "options": r.get("options", []), "logprobs": [round(x, 4) for x in lps], "choice": best(lps),
+                    "answer": r.get("answer")})
         if i % 25 == 0 or i == len(prompts):
             print(f"teacher_choices: {i}/{len(prompts)} ({time.perf_counter() - start:.0f} s)", flush=True)
     graded = [r for r in out if str(r["answer"] or "").isdigit()]

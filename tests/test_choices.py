@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
 import yaml
 
 from fsku.config import ConfigError, load_section
-from fsku.distill.choices import answer_position, choice_examples, choice_loss, collate, option_logprobs
+from fsku.distill.choices import (
+    answer_position,
+    choice_examples,
+    choice_loss,
+    collate,
+    option_logprobs,
+    rotate,
+    shown_orders,
+)
 from fsku.distill.pairs import PairsConfig, is_test
 from fsku.distill.sft import SftConfig, run_sft
 from fsku.gen.backends import TransformersBackend
@@ -41,7 +50,7 @@ def _records(n: int) -> list[dict]:
         lps = [-4.0] * 4
         lps[i % 4] = -0.05
         out.append({"prompt_id": f"c{i:03d}", "question_id": f"Q{i}", "prompt": _prompt(i), "logprobs": lps,
-                    "choice": i % 4 + 1, "answer": str(i % 4 + 1)})
+                    "choice": i % 4 + 1, "answer": str(i % 4 + 1), "options": ["가", "나", "다", "라"]})
     return out
 
 
@@ -95,6 +104,37 @@ def test_padded_batches_score_as_single_prompts_and_as_the_eval_backend(student,
         assert float(row[n:].abs().sum()) == 0.0  # the padded option slots carry nothing
     with torch.no_grad():
         assert float(choice_loss(model, collate(train, 0))) > 0
+
+
+def test_rotation_moves_the_options_and_the_target_together():
+    prompt, target = rotate(_prompt(2), ["가", "나", "다", "라"], [0.1, 0.2, 0.6, 0.1], 2)
+    assert "1 다\n2 라\n3 가\n4 나\n\n보기 중" in prompt and target == [0.6, 0.1, 0.1, 0.2]
+    assert prompt.replace("1 다\n2 라\n3 가\n4 나", "") == _prompt(2).replace("1 가\n2 나\n3 다\n4 라", "")
+    with pytest.raises(ValueError, match="cannot be rotated"):
+        rotate(_prompt(2), ["가", "나", "다", "마"], [0.25] * 4, 1)
+
+
+def test_rotated_copies_spread_the_teachers_pick_evenly_over_positions(qwen_tokenizer):
+    recs = _records(40)
+    for r in recs:  # a teacher that prefers "1": a student shown these as is could learn the position
+        r["logprobs"] = [-0.1, -3.0, -3.0, -3.0] if int(r["prompt_id"][1:]) % 3 else r["logprobs"]
+    orders = shown_orders(recs, 2, seed=0)
+    placed = Counter()
+    for r in recs:
+        pick = max(range(4), key=r["logprobs"].__getitem__)
+        first, second = ((pick - s) % 4 for s in orders[r["prompt_id"]])
+        assert first != second
+        placed.update([first, second])
+    assert sorted(placed.values()) == [20, 20, 20, 20]
+    pairs = PairsConfig(test_fraction=0.2, seed=0)
+    train, held = choice_examples(recs, qwen_tokenizer, pairs, rotations=2)
+    plain, held_plain = choice_examples(recs, qwen_tokenizer, pairs)
+    assert len(train) == 2 * len(plain) and held == held_plain  # held-out questions stay in their own order
+    top = Counter(max(range(4), key=e["target"].__getitem__) for e in train)
+    assert max(top.values()) - min(top.values()) <= 2, top
+    del recs[0]["options"]
+    with pytest.raises(ValueError, match=r"record 1 \(c000\) has no options"):
+        choice_examples(recs, qwen_tokenizer, PairsConfig(test_fraction=0.0, seed=0), rotations=1)
 
 
 def _sft_params(tmp_path, choices: dict, lora: bool = True):

@@ -11,12 +11,20 @@ target the teacher's softmax over the options' digits (soft labels, Hinton et al
 cross-entropy of the student's distribution over the same digits against it (the forward KL plus the
 teacher's entropy), computed from the last prompt position's logits only.
 
+A student can lower that loss by a prior over positions alone: the teacher's picks on the training
+questions are not spread evenly, and runs that showed each question in its own order collapsed onto
+one number on ``eval.csv``. ``option_rotations`` shows every question that many times, its options
+rotated so that the teacher's pick takes a different position each time, and the positions of the
+picks are balanced over the questions; the target rotates with the options. Only reading the options
+then lowers the loss.
+
 The prompts whose id ``pairs`` holds out as test pairs (the seeded hash of ``pairs.seed``) stay out
 of training and measure the student's agreement with the teacher before and after.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -33,6 +41,8 @@ class ChoiceParams:
     learning_rate: float = field(2e-4, gt=0.0, le=1.0)
     per_device_train_batch_size: int = field(4, ge=1)
     temperature: float = field(1.0, gt=0.0, doc="softmax temperature of the teacher's option log-probabilities")
+    option_rotations: int = field(0, ge=0, le=10, doc="copies of each question, options rotated so the teacher's "
+                                  "pick takes each position in turn; 0 = the question's own order")
 
 
 def answer_position(tokenizer, prompt: str, n_options: int) -> tuple[list[int], list[int]]:
@@ -53,16 +63,59 @@ def teacher_targets(logprobs: list[float], temperature: float = 1.0) -> list[flo
     return [x / sum(w) for x in w]
 
 
-def choice_examples(records: list[dict], tokenizer, pairs_cfg: PairsConfig, temperature: float = 1.0
-                    ) -> tuple[list[dict], list[dict]]:
-    """(train, held_out) from ``teacher_choices`` records: input ids up to the answer digit, the digits'
-    token ids and the teacher's targets. The student reads the prompt through its own chat template."""
-    train, held_out = [], []
+def rotate(prompt: str, options: list[str], target: list[float], shift: int) -> tuple[str, list[float]]:
+    """The prompt with its option lines ("1 text" .. "N text", as ``user_prompt`` writes them) rotated
+    by ``shift`` (option ``shift + 1`` first), and the target rotated with them."""
+    n = len(options)
+    block = "\n".join(f"{i} {o}" for i, o in enumerate(options, 1))
+    if n != len(target) or prompt.count(block) != 1:
+        raise ValueError("the prompt does not hold its options once as numbered lines; it cannot be rotated")
+    order = [(p + shift) % n for p in range(n)]
+    moved = "\n".join(f"{i} {options[j]}" for i, j in enumerate(order, 1))
+    return prompt.replace(block, moved), [target[j] for j in order]
+
+
+def _rank(prompt_id: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()
+
+
+def shown_orders(records: list[dict], rotations: int, seed: int) -> dict[str, list[int]]:
+    """The rotations each record is shown in: copy j puts the teacher's pick at position (h + j) mod N,
+    h counting through the N-option questions in a seeded order, so picks are spread evenly."""
+    out: dict[str, list[int]] = {}
+    by_n: dict[int, list[dict]] = {}
     for r in records:
-        ids, digits = answer_position(tokenizer, format_prompt(tokenizer, r["prompt"]), len(r["logprobs"]))
-        ex = {"prompt_id": r["prompt_id"], "input_ids": ids, "option_ids": digits,
-              "target": teacher_targets(r["logprobs"], temperature)}
-        (held_out if is_test(r["prompt_id"], pairs_cfg) else train).append(ex)
+        by_n.setdefault(len(r["logprobs"]), []).append(r)
+    for n, group in by_n.items():
+        for h, r in enumerate(sorted(group, key=lambda r: _rank(r["prompt_id"], seed))):
+            pick = max(range(n), key=r["logprobs"].__getitem__)
+            out[r["prompt_id"]] = [(pick - (h + j)) % n for j in range(rotations)]
+    return out
+
+
+def choice_examples(records: list[dict], tokenizer, pairs_cfg: PairsConfig, temperature: float = 1.0,
+                    rotations: int = 0, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, held_out) from ``teacher_choices`` records: input ids up to the answer digit, the digits'
+    token ids and the teacher's targets. The student reads the prompt through its own chat template.
+    Held-out questions keep their own order; training ones are shown ``rotations`` times (0: once, as is)."""
+    train, held_out = [], []
+    test = {r["prompt_id"] for r in records if is_test(r["prompt_id"], pairs_cfg)}
+    orders = shown_orders([r for r in records if r["prompt_id"] not in test], rotations, seed) if rotations else {}
+    for i, r in enumerate(records):
+        target = teacher_targets(r["logprobs"], temperature)
+        shown = [(r["prompt"], target)]
+        if r["prompt_id"] in orders:
+            if not r.get("options"):
+                raise ValueError(f"teacher choice record {i + 1} ({r['prompt_id']}) has no options to rotate; "
+                                 "rerun the prompts and teacher_choices stages")
+            try:
+                shown = [rotate(r["prompt"], r["options"], target, s) for s in orders[r["prompt_id"]]]
+            except ValueError as e:
+                raise ValueError(f"teacher choice record {i + 1} ({r['prompt_id']}): {e}") from None
+        for prompt, tgt in shown:
+            ids, digits = answer_position(tokenizer, format_prompt(tokenizer, prompt), len(tgt))
+            ex = {"prompt_id": r["prompt_id"], "input_ids": ids, "option_ids": digits, "target": tgt}
+            (held_out if r["prompt_id"] in test else train).append(ex)
     return train, held_out
 
 
@@ -111,7 +164,7 @@ def agreement(model, examples: list[dict], batch_size: int = 8) -> dict | None:
     if not examples:
         return None
     same, kl = 0, 0.0
-    pad = 0
+    pad = 0  # masked: any id scores the same
     with torch.no_grad():
         for i in range(0, len(examples), batch_size):
             chunk = examples[i:i + batch_size]
@@ -128,7 +181,8 @@ def agreement(model, examples: list[dict], batch_size: int = 8) -> dict | None:
 
 
 def build_choice_trainer(params: ChoiceParams, model, tokenizer, train: list[dict], output_dir: str, seed: int,
-                         bf16: bool, lr_scheduler_type: str = "cosine", max_grad_norm: float = 1.0):
+                         bf16: bool, lr_scheduler_type: str = "cosine", max_grad_norm: float = 1.0,
+                         warmup_ratio: float = 0.0, weight_decay: float = 0.0):
     """transformers' Trainer with the choice loss: ``ChoiceTrainer`` overrides ``compute_loss`` only."""
     import torch
     from transformers import Trainer, TrainingArguments
@@ -140,7 +194,8 @@ def build_choice_trainer(params: ChoiceParams, model, tokenizer, train: list[dic
     args = TrainingArguments(
         output_dir=output_dir, num_train_epochs=params.num_train_epochs,
         per_device_train_batch_size=params.per_device_train_batch_size, learning_rate=params.learning_rate,
-        lr_scheduler_type=lr_scheduler_type, max_grad_norm=max_grad_norm, seed=seed, data_seed=seed,
+        lr_scheduler_type=lr_scheduler_type, max_grad_norm=max_grad_norm, warmup_steps=warmup_ratio,
+        weight_decay=weight_decay, seed=seed, data_seed=seed,
         bf16=bf16, fp16=False, use_cpu=not torch.cuda.is_available(), save_strategy="no", logging_steps=1,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, eval_strategy="no",
         remove_unused_columns=False)

@@ -233,7 +233,7 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
     choice_train, choice_held = [], []
     if with_choices:
         choice_train, choice_held = choice_examples(read_jsonl(choices_file), tokenizer, pairs_cfg,
-                                                    cfg.choices.temperature)
+                                                    cfg.choices.temperature, cfg.choices.option_rotations, cfg.seed)
         if len(choice_train) < 2:
             raise ValueError(f"{choices_file}: {len(choice_train)} training question(s) for sft.choices; it needs "
                              "at least 2 (rerun the teacher_choices stage with sft.choices.num_train_epochs above 0, "
@@ -261,10 +261,11 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
                 model = get_peft_model(model, LoraConfig(
                     r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                     target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
-            log.info("sft: choice distillation on %d questions (%d held out), %.3g epochs", len(choice_train),
-                     len(choice_held), cfg.choices.num_train_epochs)
+            log.info("sft: choice distillation on %d questions as %d examples (%d held out), %.3g epochs",
+                     len({e["prompt_id"] for e in choice_train}), len(choice_train), len(choice_held),
+                     cfg.choices.num_train_epochs)
             ct = build_choice_trainer(cfg.choices, model, tokenizer, choice_train, tmp, cfg.seed, bf16,
-                                      cfg.lr_scheduler_type, cfg.max_grad_norm)
+                                      cfg.lr_scheduler_type, cfg.max_grad_norm, cfg.warmup_ratio, cfg.weight_decay)
             ct.train()
             model = ct.model
             choice_losses = [e["loss"] for e in ct.state.log_history if "loss" in e]
@@ -288,7 +289,8 @@ def run_sft(cfg: SftConfig, pairs_cfg: PairsConfig, teacher_file: Path, prompts_
     if with_choices:  # agreement with the teacher's pick, and KL over the options, on held-out questions
         n = max(1, len(choice_losses) // 4)
         summary["choices"] = {
-            "questions": len(choice_train), "steps": len(choice_losses),
+            "questions": len({e["prompt_id"] for e in choice_train}), "examples": len(choice_train),
+            "steps": len(choice_losses),
             "loss_first": r4(sum(choice_losses[:n]) / n), "loss_last": r4(sum(choice_losses[-n:]) / n),
             "held_out_before": choices_before, "held_out_after": choices_after}
     summary["seconds"] = round(time.perf_counter() - start, 1)
