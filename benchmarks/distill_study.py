@@ -77,12 +77,12 @@ def dvc(*args: str) -> str:
                           text=True).stdout
 
 
-def queue(methods: list[str], seeds: list[int]) -> None:
+def queue(methods: list[str], seeds: list[int], prefix: str = PREFIX) -> None:
     for seed in seeds:  # seed-major: a queue stopped half-way still covers every method
         for name in methods:
             sets = [f"train.seed={seed}", *(f"{k}={v}" for k, v in {**COMMON, **METHODS[name]}.items())]
-            dvc("exp", "run", "--queue", "-n", f"{PREFIX}{name}-s{seed}", *(a for s in sets for a in ("-S", s)), TARGET)
-            print(f"queued {PREFIX}{name}-s{seed}: {' '.join(sets)}")
+            dvc("exp", "run", "--queue", "-n", f"{prefix}{name}-s{seed}", *(a for s in sets for a in ("-S", s)), TARGET)
+            print(f"queued {prefix}{name}-s{seed}: {' '.join(sets)}")
     print("now: dvc queue start -j 1")
 
 
@@ -141,9 +141,9 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
-def record(name: str, metrics: dict) -> dict:
+def record(name: str, metrics: dict, prefix: str = PREFIX) -> dict:
     """One line of RUNS: small enough to commit (the row's per-domain breakdown left out)."""
-    method, seed = name[len(PREFIX):].rsplit("-s", 1)
+    method, seed = name[len(prefix):].rsplit("-s", 1)
     row = {k: v for k, v in metrics[ROW].items() if k != "by_domain"}
     return {"name": name, "method": method, "seed": int(seed),
             "params": [f"train.seed={seed}", *(f"{k}={v}" for k, v in {**COMMON, **METHODS.get(method, {})}.items())],
@@ -163,7 +163,7 @@ def save(prefix: str = PREFIX) -> None:
     runs = saved()
     found = experiments(prefix)
     for name, metrics in found.items():
-        runs[name] = record(name, metrics)
+        runs[name] = record(name, metrics, prefix)
     tmp = RUNS.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(runs[n], ensure_ascii=False, sort_keys=True) + "\n" for n in sorted(runs)),
                    encoding="utf-8")
@@ -227,6 +227,8 @@ def main() -> None:
     q = sub.add_parser("queue")
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     q.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    q.add_argument("--prefix", default=PREFIX, help="name the experiments <prefix><method>-s<seed> (a study of "
+                   "another default: its own prefix, so report keeps the two apart)")
     sv = sub.add_parser("save")
     sv.add_argument("--prefix", default=PREFIX)
     r = sub.add_parser("report")
@@ -234,7 +236,7 @@ def main() -> None:
     r.add_argument("--prefix", default=PREFIX, help="experiments named <prefix><method>-s<seed>")
     args = p.parse_args()
     if args.cmd == "queue":
-        queue(args.methods, args.seeds)
+        queue(args.methods, args.seeds, args.prefix)
     elif args.cmd == "save":
         save(args.prefix)
     else:
