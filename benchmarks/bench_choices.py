@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def score(model_dir: str, params: str, questions: str = "data/raw/questions/eval.csv") -> dict:
-    """Loglik MCQ accuracy and pick spread of one model on ``questions``."""
+def score(model_dir: str, params: str, questions: str = "data/raw/questions/eval.csv",
+          mode: str = "loglik") -> list[dict]:
+    """MCQ accuracy and pick spread of one model on ``questions``, as ``eval.mcq_mode`` scores it:
+    ``loglik``, or ``text`` (``option`` and ``option_pmi`` from the same passes)."""
     from fsku.config import load_section
     from fsku.gen.backends import make_backend
-    from fsku.gen.choice import best, option_scores
+    from fsku.gen.choice import best, option_scores, text_scores
     from fsku.gen.config import CONTEXT_KEYS, ENGINE_KEYS, SHOT_KEYS, GenConfig, PromptsConfig
     from fsku.predict.answer import prepare
     from fsku.predict.run import load_retriever
@@ -40,14 +42,22 @@ def score(model_dir: str, params: str, questions: str = "data/raw/questions/eval
     qs = [q for q in load_answered([questions]) if q.is_mcq]
     backend = make_backend("transformers", model_dir, gen)
     start = time.perf_counter()
-    picks = []
+    picks: dict[str, list[int]] = {}
     for it in prepare(qs, search, pc, backend.tokenizer):
-        picks.append(best(option_scores(backend, it.prompt, it.bare, it.q.options, "loglik")))
-    right = sum(str(p) == q.answer for p, q in zip(picks, qs))
-    return {"model": model_dir, "questions": len(qs), "accuracy": round(right / len(qs), 4),
-            "picks": dict(sorted(Counter(str(p) for p in picks).items())),
-            "most_common_share": round(Counter(picks).most_common(1)[0][1] / len(qs), 4),
-            "seconds": round(time.perf_counter() - start, 1)}
+        if mode == "loglik":
+            got = {"loglik": option_scores(backend, it.prompt, it.bare, it.q.options, "loglik")}
+        else:
+            got = text_scores(backend, it.cloze, it.bare, it.q.options)
+        for how, scores in got.items():
+            picks.setdefault(how, []).append(best(scores))
+    seconds = round(time.perf_counter() - start, 1)
+    out = []
+    for how, ps in picks.items():
+        right = sum(str(p) == q.answer for p, q in zip(ps, qs))
+        out.append({"model": model_dir, "mode": how, "questions": len(qs), "accuracy": round(right / len(qs), 4),
+                    "picks": dict(sorted(Counter(str(p) for p in ps).items())),
+                    "most_common_share": round(Counter(ps).most_common(1)[0][1] / len(qs), 4), "seconds": seconds})
+    return out
 
 
 def train(params: str, out: str) -> dict:
@@ -68,6 +78,8 @@ if __name__ == "__main__":
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", help="train sft into this directory, then score it")
     ap.add_argument("--score-only", nargs="*", default=[], help="model directories to score without training")
+    ap.add_argument("--mode", default="loglik", choices=["loglik", "text"],
+                    help="how an option is scored: loglik, or text (eval.mcq_mode option and option_pmi)")
     ap.add_argument("--json", help="append the results here")
     args = ap.parse_args()
     from fsku.stage import setup_logging
@@ -77,9 +89,9 @@ if __name__ == "__main__":
     if args.out:
         t = time.perf_counter()
         summary = train(args.params, args.out)
-        results.append({"trained": summary.get("choices"), "train_seconds": round(time.perf_counter() - t, 1),
-                        **score(args.out, args.params)})
-    results += [score(d, args.params) for d in args.score_only]
+        trained = {"trained": summary.get("choices"), "train_seconds": round(time.perf_counter() - t, 1)}
+        results += [{**trained, **r} for r in score(args.out, args.params, mode=args.mode)]
+    results += [r for d in args.score_only for r in score(d, args.params, mode=args.mode)]
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     if args.json:

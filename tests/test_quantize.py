@@ -54,6 +54,37 @@ def test_bitsandbytes_quantization_on_cpu(merged, tmp_path, method, layer):
     assert dir_bytes(tmp_path / "a") < dir_bytes(merged)
 
 
+def test_nf4_is_scored_on_cpu_through_its_dequantized_weights(merged, tmp_path):
+    """``load_for_inference`` on CPU swaps each Linear4bit for a dense layer holding exactly the
+    dequantized nf4 weight: bitsandbytes' own logits to float rounding (its generic CPU kernel; the
+    AVX512-BF16 one rounds the block scales to bf16 first)."""
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM
+
+    from fsku.models.load import dequantize_4bit_layers, load_for_inference
+
+    quantize(merged, tmp_path / "a", QuantConfig(method="nf4", compute_dtype="float32"), [])
+    ids = torch.tensor([list(range(100, 140))])
+    reference = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a"), device_map="cpu").eval()
+    layers = {n: m for n, m in reference.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert layers
+    model, _ = load_for_inference(tmp_path / "a")
+    dense = dict(model.named_modules())
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    for name, layer in layers.items():
+        want = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+        assert type(dense[name]) is torch.nn.Linear and torch.equal(dense[name].weight.float(), want), name
+        layer.support_avx512bf16_for_cpu = False  # the generic kernel: the block scales as stored
+    with torch.no_grad():
+        ref = reference(input_ids=ids).logits[0].float()
+        got = model(input_ids=ids).logits[0].float()
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4), float((got - ref).abs().max())
+    assert not torch.equal(got, torch.zeros_like(got))
+    next(iter(layers.values())).weight.quant_state.packing_format_for_cpu = True  # as its bf16 kernel leaves it
+    with pytest.raises(ValueError, match="repacked"):  # its block scales rounded: too late to dequantize
+        dequantize_4bit_layers(reference)
+
+
 def test_none_copies(merged, tmp_path):
     quantize(merged, tmp_path / "none", QuantConfig(method="none"), [])
     assert (tmp_path / "none" / "model.safetensors").read_bytes() == (merged / "model.safetensors").read_bytes()
