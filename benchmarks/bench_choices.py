@@ -92,6 +92,9 @@ if __name__ == "__main__":
         trained = {"trained": summary.get("choices"), "train_seconds": round(time.perf_counter() - t, 1)}
         results += [{**trained, **r} for r in score(args.out, args.params, mode=args.mode)]
     results += [r for d in args.score_only for r in score(d, args.params, mode=args.mode)]
+    from common import machine
+
+    results = [{**r, "machine": machine()} for r in results]
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     if args.json:

@@ -88,12 +88,17 @@ def main() -> None:
     p.add_argument("--params", default=str(ROOT / "params.yaml"))
     p.add_argument("--cache", default=str(ROOT / ".cache"), help="where the statutes' index is kept")
     p.add_argument("--out", default=str(ROOT / "benchmarks/fsku_sample.json"))
+    p.add_argument("--update", action="store_true", help="keep the rows of --out that this run does not "
+                   "answer (only right when their models have not changed since)")
     args = p.parse_args()
     if not (SAMPLE / "mcq.csv").is_file():
         print(f"{SAMPLE} is absent: nothing to check (the sample is not part of the project)")
         return
     result: dict = {"machine": machine(),
                     "questions": {"mcq": "../shared/fsku-sample/mcq.csv", "open": "../shared/fsku-sample/open.csv"}}
+    out = Path(args.out)
+    previous = json.loads(out.read_text(encoding="utf-8")) if args.update and out.is_file() else {}
+    result.update({k: v for k, v in previous.items() if k in ("embedded", "statutes") and k not in args.columns})
     for name in args.columns:
         t = time.perf_counter()
         if name == "statutes":
@@ -107,6 +112,8 @@ def main() -> None:
             index = ROOT / paths()["index"]
         result[name] = column(index, args.rows, args.model, Path(args.params))
         result[name]["seconds"] = round(time.perf_counter() - t, 1)
+        kept = (previous.get(name) or {}).get("rows") or {}
+        result[name]["rows"] = {**{k: v for k, v in kept.items() if k not in args.rows}, **result[name]["rows"]}
         print(summary(name, result[name]), flush=True)
     Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

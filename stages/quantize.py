@@ -1,4 +1,7 @@
-"""Stage `quantize`: models/merged -> models/quantized, and what it cost (metrics/quantize.json)."""
+"""Stage `quantize`: models/merged -> models/quantized, and what it cost (metrics/quantize.json).
+Quality (perplexity, KL to the merged model) is measured as `evaluate` and `predict` load the model
+(on CPU, 4-bit weights dequantized once: fsku.models.load.dequantize_4bit_layers); memory and
+per-token latency as stored, on the quantization library's own kernels."""
 
 from pathlib import Path
 
@@ -13,6 +16,16 @@ from fsku.stage import parser, paths, run
 LATENCY_PROMPT = "전자금융거래에서 접근매체를 분실한 이용자가 해야 할 일을 설명하세요."
 
 
+def load_stored(model_dir: str):
+    """The quantized model on its own kernels (what ``load_for_inference`` gives on a GPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if torch.cuda.is_available():
+        return load_for_inference(model_dir)[0]
+    return AutoModelForCausalLM.from_pretrained(model_dir, device_map="cpu").eval()
+
+
 def main() -> None:
     P = paths()
     p = parser(__doc__)
@@ -25,14 +38,17 @@ def main() -> None:
     merged, tokenizer = load_for_inference(args.model)
     train = load_examples(Path(args.pairs) / "train.jsonl", tokenizer)
     quantize(args.model, args.out, cfg, [e["prompt"] + e["chosen"] for e in train])
-    quantized, _ = load_for_inference(args.out)  # measured as later stages will load it
+    quantized, _ = load_for_inference(args.out)  # scored as later stages will load it
+    stored = load_stored(args.out)  # the footprint and kernels of the quantized model itself
     test = load_examples(Path(args.pairs) / "test.jsonl", tokenizer)
     test = test[: cfg.eval_examples] if cfg.eval_examples else test
     q = answer_quality(quantized, merged, test, tokenizer, max_length=4096)
     sizes = {"merged": dir_bytes(args.model), "quantized": dir_bytes(args.out)}
-    memory = {"merged": merged.get_memory_footprint(), "quantized": quantized.get_memory_footprint()}
-    latency = {name: token_latency(m, tokenizer, LATENCY_PROMPT, cfg.latency_tokens)
-               for name, m in (("merged", merged), ("quantized", quantized))}
+    memory = {"merged": merged.get_memory_footprint(), "quantized": stored.get_memory_footprint()}
+    models = {"merged": merged, "quantized": stored}
+    if any(type(m).__name__ == "Linear4bit" for m in stored.modules()) and stored is not quantized:
+        models["quantized_as_scored"] = quantized  # CPU: the same weights, dequantized
+    latency = {name: token_latency(m, tokenizer, LATENCY_PROMPT, cfg.latency_tokens) for name, m in models.items()}
     metrics = {
         "method": cfg.method,
         "size_mb": {k: round(v / 2**20, 1) for k, v in sizes.items()},
