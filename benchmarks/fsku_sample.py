@@ -10,6 +10,7 @@ scored as the `evaluate` stage scores eval.csv, with two knowledge bases:
     python benchmarks/fsku_sample.py                      # both columns, every row -> benchmarks/fsku_sample.json
     python benchmarks/fsku_sample.py --columns statutes --rows student distilled
     python benchmarks/fsku_sample.py --model distilled=models/merged-beta0.2 --out /tmp/x.json
+    python benchmarks/fsku_sample.py --columns statutes --rows distilled quantized --update  # those rows only
 
 Run after `make run` (it reads models/ and models/encoder). Each column answers every row in its own
 child process through `python -m stages.evaluate`, so its rows and baselines have the shape of

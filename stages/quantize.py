@@ -5,6 +5,9 @@ per-token latency as stored, on the quantization library's own kernels."""
 
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM
+
 from fsku.config import load_section
 from fsku.distill.examples import load_examples
 from fsku.distill.quality import answer_quality
@@ -14,16 +17,6 @@ from fsku.quantize import QuantConfig, dir_bytes, quantize, token_latency
 from fsku.stage import parser, paths, run
 
 LATENCY_PROMPT = "전자금융거래에서 접근매체를 분실한 이용자가 해야 할 일을 설명하세요."
-
-
-def load_stored(model_dir: str):
-    """The quantized model on its own kernels (what ``load_for_inference`` gives on a GPU)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    if torch.cuda.is_available():
-        return load_for_inference(model_dir)[0]
-    return AutoModelForCausalLM.from_pretrained(model_dir, device_map="cpu").eval()
 
 
 def main() -> None:
@@ -39,7 +32,9 @@ def main() -> None:
     train = load_examples(Path(args.pairs) / "train.jsonl", tokenizer)
     quantize(args.model, args.out, cfg, [e["prompt"] + e["chosen"] for e in train])
     quantized, _ = load_for_inference(args.out)  # scored as later stages will load it
-    stored = load_stored(args.out)  # the footprint and kernels of the quantized model itself
+    # the footprint and kernels of the quantized model itself: on a GPU that is what evaluate loads
+    stored = quantized if torch.cuda.is_available() else AutoModelForCausalLM.from_pretrained(
+        args.out, device_map="cpu").eval()
     test = load_examples(Path(args.pairs) / "test.jsonl", tokenizer)
     test = test[: cfg.eval_examples] if cfg.eval_examples else test
     q = answer_quality(quantized, merged, test, tokenizer, max_length=4096)
