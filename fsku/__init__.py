@@ -12,7 +12,8 @@ LAYERS = (
     ("stage", "gguf", "questions"),                                # stage entry, GGUF files, question files
     ("scoring", "chunking", "corpus", "embedding", "models"),       # answers, documents, encoder, model dirs
     ("retrieval", "gen", "quantize"),                              # search, prompts and generation, quantizing
-    ("distill", "metric"),                                         # training (on gen's formats), the FSKU metric
+    ("distill", "metric", "synth"),                                # training (on gen's formats), the FSKU metric,
+                                                                   # teacher-written questions and their gate
     ("predict",),                                                  # answering and evaluation rows
     ("cli", "profile"),                                            # the commands
     ("__main__",),                                                 # python -m fsku

@@ -144,7 +144,12 @@ FROM_SFT = {"sft", "student_gen", "gen_report"} | FROM_PAIRS
     ("gen.teacher.temperature", {"teacher_gen"} | FROM_SFT),
     ("gen.student.max_tokens", FROM_SFT - {"sft"}),
     ("student.keep_layers", {"student_model", "eval_row@student"} | FROM_SFT),
-    ("teacher.model", {"teacher_model", "student_model", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
+    ("teacher.model", {"teacher_model", "student_model", "synth", "prompts", "teacher_gen", "teacher_choices"}
+     | FROM_SFT | EVAL),
+    # what the teacher writes reruns from synth on, and nothing before it
+    ("synth.per_document", {"synth", "prompts", "teacher_gen", "teacher_choices"} | FROM_SFT),
+    ("synth.round_trip", {"synth", "prompts", "teacher_gen", "teacher_choices"} | FROM_SFT),
+    ("prompts.source", {"prompts", "teacher_gen", "teacher_choices"} | FROM_SFT),
     ("pairs.test_fraction", FROM_SFT),  # sft leaves the prompts pairs holds out unseen
     ("pairs.seed", FROM_SFT),
     ("pairs.strategy", FROM_PAIRS),
@@ -157,12 +162,12 @@ FROM_SFT = {"sft", "student_gen", "gen_report"} | FROM_PAIRS
     ("sft.choices.learning_rate", FROM_SFT),  # the teacher's option distributions are not recomputed
     ("train.lora.r", FROM_DISTILL),
     ("prompts.top_k", {"prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
-    ("chunk.size", {"chunk", "index", "prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
+    ("chunk.size", {"chunk", "index", "synth", "prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
     ("quant.method", {"quantize", "eval_row@quantized", "evaluate", "predict"}),
     ("eval.mcq_mode", EVAL),
     ("predict.time_budget_s", {"predict"}),
     ("prompts.max_context_chars", {"prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
-    ("gen.max_model_len", {"teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
+    ("gen.max_model_len", {"synth", "prompts", "teacher_gen", "teacher_choices"} | FROM_SFT | EVAL),
     ("gen.shards", set()),  # by design: sharding does not change the final out
 ])
 def test_param_reruns_exactly_its_downstream_stages(root, param, expected):

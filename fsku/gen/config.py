@@ -17,6 +17,9 @@ class DedupConfig:
 
 @dataclass
 class PromptsConfig:
+    source: Literal["bank", "synth", "both"] = field(
+        "bank", doc="training questions: the hand-written bank (paths.train_questions), the teacher-written "
+                    "ones that passed the synth stage's gate (paths.synth_questions), or both")
     top_k: int = field(3, ge=0, le=50, doc="retrieved chunks put in each prompt")
     max_context_chars: int = field(1500, ge=0, doc="context budget; chunks past it are cut")
     max_prompts: int = field(60, ge=0, doc="cap on the prompt pool after dedup; 0 = all")

@@ -1,0 +1,195 @@
+"""What the teacher is asked to write from one chunk, and reading what it wrote.
+
+Multiple choice is written answer first. Asked for a whole question with numbered options, the 1.5B
+instruct teacher wrote five copies of one sentence as the options, or none at all; asked for a
+question and its short answer, it writes both well. The wrong options then come from the answer
+itself when it holds a number (``numeric_distractors``: the number moved up and down the scale), or
+from a second request for wrong answers of the same kind (``DISTRACTOR_TASK``). The teacher answers
+in a plain-text layout (``질문:``, ``정답:``; ``답변:``, ``키워드:``), which it follows more reliably than
+JSON; ``parse_*`` read it or name why not: the format gate's reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+
+# one worked example, a made-up rule (no corpus's text): without one the teacher wrote statements
+# instead of questions
+EXAMPLE_DOC = ("제7조(비밀번호 관리) ① 이용자는 비밀번호를 분기마다 1회 이상 변경하여야 한다.\n"
+               "② 금융회사는 이용자가 비밀번호를 연속하여 5회 잘못 입력한 경우 접근을 차단하여야 한다.")
+HEAD = "금융·정보보호 규정 문서의 일부를 읽고, 그 내용만으로 답할 수 있는 {what} 1개를 한국어로 만드세요.\n"
+TAIL = ("예시와 같은 형식만 출력하세요.\n\n[예시 문서]\n" + EXAMPLE_DOC
+        + "\n[예시 출력]\n{example}\n\n[문서]\n{title}\n{text}\n[출력]")
+QA_TASK = (HEAD.format(what="문제") + "조건: 정답은 문서에 나오는 짧은 말(숫자, 기간, 용어 등)이어야 하며, "
+           "문제 안에 정답을 쓰지 마세요. " + TAIL.replace("{example}", "질문: 이용자가 비밀번호를 연속하여 몇 회 "
+           "잘못 입력하면 금융회사가 접근을 차단하여야 하는가?\n정답: 5회"))
+OPEN_TASK = (HEAD.format(what="서술형 문제") + "조건: 답변은 사람이 쓴 것처럼 1~3문장으로 요약하고, 키워드는 답변 속 "
+             "핵심 용어 1~2개입니다. " + TAIL.replace("{example}", "질문: 이용자가 비밀번호를 여러 번 잘못 입력하면 "
+             "금융회사는 어떻게 하여야 하는가?\n답변: 연속하여 5회 잘못 입력하면 금융회사는 그 이용자의 접근을 "
+             "차단하여야 합니다.\n키워드: 5회, 접근 차단"))
+DISTRACTOR_TASK = (
+    "다음 문제의 정답을 보고, 정답과 같은 종류이지만 틀린 답 {k}개를 한 줄에 하나씩 쓰세요. 설명은 쓰지 마세요.\n\n"
+    "[예시]\n질문: 금융회사는 비밀번호 변경을 얼마나 자주 요구하여야 하는가?\n정답: 분기마다 1회\n"
+    "오답:\n매월 1회\n반기마다 1회\n매년 1회\n\n[문제]\n질문: {stem}\n정답: {answer}\n오답:")
+
+_LABEL = r"\**\s*{}\s*\**\s*[:：]\s*\**"
+_QUESTION = re.compile(_LABEL.format("(?:질문|문제)"))
+_ANSWER_TEXT = re.compile(_LABEL.format("(?:답변|정답|답)"))
+_KEYWORDS = re.compile(_LABEL.format("(?:키워드|핵심\\s*용어)"))
+_BULLET = re.compile(r"^\s*(?:[-*•·]|\(?[1-9][.)]|[①②③④⑤⑥⑦⑧⑨])\s*")
+_NUMBER = re.compile(r"\d+(?:,\d{3})*")
+MAX_SHORT_ANSWER = 40   # characters: a longer "short answer" is a sentence, not an option
+
+
+@dataclass
+class Candidate:
+    """One teacher-written question: ``options`` and ``key`` (1-based) for multiple choice,
+    ``answer`` and ``keywords`` for open-ended (for multiple choice ``answer`` is the key's text)."""
+    kind: str
+    stem: str
+    answer: str
+    options: list[str] = field(default_factory=list)
+    key: int = 0
+    keywords: list[str] = field(default_factory=list)
+
+    def question_text(self) -> str:
+        """The FSKU ``Question`` cell: the stem, then ``N option`` lines for multiple choice."""
+        return self.stem + "".join(f"\n{i} {o}" for i, o in enumerate(self.options, 1))
+
+    def answer_cell(self) -> str:
+        return str(self.key) if self.kind == "mcq" else self.answer
+
+
+def title_of(chunk: dict) -> str:
+    return " · ".join(x for x in (chunk.get("title") or chunk.get("source", ""), chunk.get("section") or "") if x)
+
+
+def task(kind: str, chunk: dict) -> str:
+    """The teacher's first instruction for one chunk: a question and its short answer (multiple
+    choice), or a question, a reference answer and keywords (open-ended)."""
+    return (QA_TASK if kind == "mcq" else OPEN_TASK).format(title=title_of(chunk), text=chunk["text"])
+
+
+def distractor_task(stem: str, answer: str, k: int) -> str:
+    return DISTRACTOR_TASK.format(stem=stem, answer=answer, k=k)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).strip(" *\"'")
+
+
+def _first_block(text: str) -> str:
+    """Up to a second ``질문:``: the teacher sometimes goes on writing more questions."""
+    m = _QUESTION.search(text)
+    if not m:
+        return ""
+    nxt = _QUESTION.search(text, m.end())
+    return text[m.end():nxt.start() if nxt else len(text)]
+
+
+def parse_qa(text: str, kind: str) -> tuple[Candidate | None, str | None]:
+    """(candidate without options yet, None), or (None, reason) when the text is not in the layout."""
+    body = _first_block(text)
+    if not body:
+        return None, "no_question"
+    ans = _ANSWER_TEXT.search(body)
+    if not ans:
+        return None, "no_answer"
+    stem = _one_line(body[:ans.start()])
+    rest = body[ans.end():]
+    kw = _KEYWORDS.search(rest)
+    answer = _one_line(rest[:kw.start()] if kw else rest)
+    if not stem:
+        return None, "empty_question"
+    if not answer:
+        return None, "empty_answer"
+    if kind == "mcq":
+        answer = _one_line(answer.splitlines()[0] if "\n" in answer else answer).rstrip(".")
+        if len(answer) > MAX_SHORT_ANSWER:
+            return None, "answer_not_short"
+        return Candidate("mcq", stem, answer), None
+    tail = rest[kw.end():].strip().splitlines() if kw else []
+    keywords = [k for k in (_one_line(x).strip("()") for x in re.split(r"[,，、]", tail[0]))] if tail else []
+    return Candidate("open", stem, answer, keywords=[k for k in keywords if k][:2]), None
+
+
+def parse_distractors(text: str) -> list[str]:
+    """The wrong answers, one a line (bullets and numbering removed)."""
+    out = []
+    for line in text.splitlines():
+        line = _one_line(_BULLET.sub("", line))
+        if not line or _LABEL_LINE.match(line):
+            if out:
+                break
+            continue
+        out.append(line.rstrip("."))
+    return out
+
+
+_LABEL_LINE = re.compile(r"^(?:질문|문제|정답|오답|설명)\s*[:：]")
+
+
+# values a statute sets (periods, counts, amounts): a wrong option is one of these near the right one,
+# as a person writing the question would pick (72시간 -> 48, 60, 90 시간, not 288)
+NICE = sorted({1, 2, 3, 4, 5, 6, 7, 10, 12, 14, 15, 20, 24, 30, 36, 48, 50, 60, 72, 90, 100}
+              | {m * 10 ** e for m in (1, 2, 3, 5) for e in range(2, 12)})
+
+
+def numeric_distractors(answer: str, k: int, rng: random.Random) -> list[str]:
+    """``k`` wrong answers made by moving the answer's last number to other usual values near it
+    (within a factor of 5), the way statute questions vary a period or an amount; [] when it has no
+    number or too few values are near it. A number after "N분의" stays below N."""
+    found = list(_NUMBER.finditer(answer))
+    if not found:
+        return []
+    m = found[-1]
+    v = int(m.group().replace(",", ""))
+    cap = re.search(r"(\d+)\s*분의\s*$", answer[:m.start()])
+    top = int(cap.group(1)) if cap else v * 4
+    near = sorted((x for x in NICE if x != v and v / 5 <= x <= min(v * 5, top) and x > 0),
+                  key=lambda x: (abs(math.log(x / v)), x)) if v > 0 else []
+    if len(near) < k:
+        return []
+    pool = near[:k + 2]
+    sep = "," in m.group()
+    return [answer[:m.start()] + (f"{x:,}" if sep else str(x)) + answer[m.end():] for x in rng.sample(pool, k)]
+
+
+def assemble(candidate: Candidate, distractors: list[str], n_options: int, position: int) -> str | None:
+    """Fill ``candidate`` with ``n_options`` options, its answer at ``position`` (1-based), the
+    distractors' order kept. Why not, or None: ``too_few_distractors`` (distinct, none the answer,
+    none copied from the worked example), ``key_stands_out`` (the key more than twice as long as every
+    wrong option: the longest option is the answer, a reader learns)."""
+    norm = _norm(candidate.answer)
+    wrong, seen = [], {norm}
+    for d in distractors:
+        if _norm(d) and _norm(d) not in seen and _norm(d) not in _EXAMPLE and len(d) <= MAX_SHORT_ANSWER * 2:
+            seen.add(_norm(d))
+            wrong.append(d)
+    if len(wrong) < n_options - 1:
+        return "too_few_distractors"
+    wrong = wrong[:n_options - 1]
+    if len(candidate.answer) > 2 * max(len(w) for w in wrong):
+        return "key_stands_out"
+    candidate.options = wrong[:position - 1] + [candidate.answer] + wrong[position - 1:]
+    candidate.key = position
+    return None
+
+
+def _norm(text: str) -> str:
+    return "".join(text.split()).rstrip(".").lower()
+
+
+EXAMPLE_TERMS = ("비밀번호", "잘못 입력", "차단", "분기", "5회", "1회")
+_EXAMPLE = _norm(EXAMPLE_DOC + QA_TASK[QA_TASK.index("[예시 출력]"):QA_TASK.index("[문서]")]
+                 + OPEN_TASK[OPEN_TASK.index("[예시 출력]"):OPEN_TASK.index("[문서]")]
+                 + DISTRACTOR_TASK[:DISTRACTOR_TASK.index("[문제]")])
+
+
+def copies_example(text: str, chunk_text: str) -> bool:
+    """Whether ``text`` uses a term of the worked examples that its own chunk does not have: a small
+    teacher sometimes writes about the example (비밀번호 입력 횟수) instead of the document."""
+    return any(t in text and t not in chunk_text for t in EXAMPLE_TERMS)

@@ -1,0 +1,187 @@
+"""Stage `synth`: chunks -> teacher-written FSKU questions behind a quality gate.
+
+    python -m stages.synth [--chunks FILE] [--out CSV]
+
+Writes data/synth/questions.csv (ID, Question, Answer, Keyword: what `prompts` reads when
+prompts.source is synth or both), data/synth/candidates.jsonl (every candidate: its source chunk,
+the teacher, its scores and the gate's verdict) and metrics/synth.json (candidates in, kept, rejected
+by reason at each gate). Generation resumes from data/gen/partial after a kill.
+"""
+
+import csv
+import io
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from fsku.config import load_section
+from fsku.gen.backends import make_backend
+from fsku.gen.choice import best, option_scores
+from fsku.gen.config import ENGINE_KEYS, GenConfig, PromptsConfig, SamplingConfig
+from fsku.gen.format import format_prompt
+from fsku.gen.prompts import cloze_prompt, prompt_id
+from fsku.gen.runner import run_generation
+from fsku.io import atomic_path, read_jsonl, write_json, write_jsonl
+from fsku.models.fingerprint import model_fingerprint
+from fsku.predict.config import EvalConfig
+from fsku.questions import load_questions
+from fsku.stage import parser, paths, run, seed_everything
+from fsku.synth import gate
+from fsku.synth.config import SynthConfig
+from fsku.synth.select import plan, select_chunks
+from fsku.synth.write import assemble, distractor_task, numeric_distractors, parse_distractors, parse_qa, task
+
+
+def main() -> None:
+    P = paths()
+    p = parser(__doc__)
+    p.add_argument("--chunks", default=P["chunks"])
+    p.add_argument("--teacher", default=P["teacher"])
+    p.add_argument("--out", default=P["synth_questions"])
+    p.add_argument("--candidates", default=P["synth_candidates"])
+    p.add_argument("--metrics", default=P["metrics"]["synth"])
+    p.add_argument("--partial", default=P["gen_partial"])
+    args = p.parse_args()
+    cfg = load_section(SynthConfig, "synth", args.params)
+    gen = load_section(GenConfig, "gen", args.params, ("backend", "batch_size", *ENGINE_KEYS))
+    open_share = load_section(PromptsConfig, "prompts", args.params, ("open_share",)).open_share
+    guard = [load_section(EvalConfig, "eval", args.params, ("questions",)).questions, P["test"], *cfg.leak_files]
+    seed_everything(cfg.seed)
+    chunks = {c["chunk_id"]: c for c in read_jsonl(args.chunks)}
+    tasks = plan(select_chunks(list(chunks.values()), cfg.per_document, cfg.min_chunk_chars, cfg.seed),
+                 open_share, cfg.five_option_share, cfg.seed)
+    held_out = [q for f in guard for q in load_questions(f)]  # read now: a bad file fails before the teacher runs
+    rows, counts = [], {"candidates": len(tasks)}
+    if tasks:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        backend = make_backend(gen.backend, args.teacher, gen)
+        rows = write_and_gate(tasks, chunks, backend, cfg, gen, args, held_out)
+    counts.update(tally(rows, cfg))
+    kept = [r for r in rows if r["kept"]]
+    with atomic_path(args.out) as tmp:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["ID", "Question", "Answer", "Keyword"])
+        for r in kept:
+            w.writerow([r["id"], r["question"], r["answer"], ", ".join(r["keywords"])])
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    write_jsonl(args.candidates, rows)
+    write_json(args.metrics, {**counts, "teacher": model_fingerprint(args.teacher)[:16]})
+    print({k: v for k, v in counts.items() if not isinstance(v, dict)})
+
+
+def generate(backend, prompts: list[str], ids: list[str], cfg: SynthConfig, gen: GenConfig, args,
+             who: str) -> list[str]:
+    """The teacher's answers, through the resumable runner (a killed stage keeps its finished batches)."""
+    recs = [{"prompt_id": prompt_id(p), "question_id": i, "type": "synth", "prompt": p} for p, i in zip(prompts, ids)]
+    sp = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    out, _ = run_generation(recs, backend, lambda r: format_prompt(backend.tokenizer, r["prompt"]), sp, gen,
+                            model=args.teacher, fingerprint=model_fingerprint(args.teacher),
+                            partial_dir=Path(args.partial), who=who)
+    for done in Path(args.partial).glob(f"{who}.shard*.jsonl"):
+        done.unlink()
+    return [r["text"] for r in out]
+
+
+def write_and_gate(tasks, chunks, backend, cfg: SynthConfig, gen: GenConfig, args, held_out) -> list[dict]:
+    """One row per task: what the teacher wrote, the candidate read from it, its scores, and either
+    ``kept`` or the first gate that ``rejected`` it."""
+    texts = generate(backend, [task(t["kind"], chunks[t["chunk_id"]]) for t in tasks], [t["id"] for t in tasks],
+                     cfg, gen, args, "synth")
+    rows = {t["id"]: {**t, "teacher_text": text, "kept": False, "rejected": None} for t, text in zip(tasks, texts)}
+    cands = {}
+    for tid, r in rows.items():
+        c, why = parse_qa(r["teacher_text"], r["kind"])
+        if c:
+            cands[tid] = c
+        else:
+            r["rejected"] = f"format:{why}"
+    alive = dict(cands)
+    # wrong options: from the answer's number, else asked of the teacher
+    rng = random.Random(cfg.seed + 3)
+    ask = []
+    for tid, c in cands.items():
+        r = rows[tid]
+        if c.kind == "mcq":
+            r["distractors"] = numeric_distractors(c.answer, r["n_options"] - 1, rng)
+            r["distractor_source"] = "numeric" if r["distractors"] else "teacher"
+            if not r["distractors"]:
+                ask.append(tid)
+    if ask:
+        wrong = generate(backend, [distractor_task(cands[i].stem, cands[i].answer, rows[i]["n_options"] - 1)
+                                   for i in ask], ask, cfg, gen, args, "synth_wrong")
+        for tid, text in zip(ask, wrong):
+            rows[tid]["distractors"] = parse_distractors(text)
+            rows[tid]["distractor_text"] = text
+    for tid, c in cands.items():
+        r = rows[tid]
+        why = assemble(c, r["distractors"], r["n_options"], r["position"]) if c.kind == "mcq" else None
+        why = why or gate.format_problem(c, chunks[r["chunk_id"]]["text"])
+        r["grounding"] = gate.grounding(c, chunks[r["chunk_id"]]["text"])
+        if why:
+            r["rejected"] = f"format:{why}"
+        elif r["grounding"] < cfg.min_grounding:
+            r["rejected"] = "grounding"
+        if r["rejected"]:
+            del alive[tid]
+    round_trip(alive, rows, chunks, backend, cfg)
+    # near-duplicates: the evaluation files go first, so a question like one of theirs is a leak
+    order = [t["id"] for t in tasks if t["id"] in alive]
+    dropped = gate.near_duplicates(held_out, [gate.as_question(alive[i], i) for i in order], cfg.dedup)
+    for tid, why in dropped.items():
+        rows[tid].update(why)
+        del alive[tid]
+    gate.even_positions([alive[i] for i in order if i in alive], cfg.seed)
+    for tid, c in cands.items():
+        r = rows[tid]
+        r.update(kept=tid in alive, question=c.question_text(), answer=c.answer_cell(), keywords=c.keywords,
+                 key_text=c.answer if c.kind == "mcq" else None)
+    return list(rows.values())
+
+
+def round_trip(alive: dict, rows: dict, chunks: dict, backend, cfg: SynthConfig) -> None:
+    """The teacher answers each multiple-choice candidate with its source chunk as the context, and
+    with none. With the chunk it must pick the key (when ``cfg.round_trip``); without it, the share it
+    already gets right is reported. Scored on the options' text after the stem (``option``), not on the
+    digit after "정답: ": with options that start with a number ("24시간"), the digit's likelihood
+    mostly says which option starts with it (the teacher answers "정답: 24시간" to "1 24시간")."""
+    pc = PromptsConfig(max_context_chars=100_000)
+    for tid in [i for i, c in alive.items() if c.kind == "mcq"]:
+        c, r = alive[tid], rows[tid]
+        q = gate.as_question(c, tid)
+        picks = []
+        for hits in ([chunks[r["chunk_id"]]], []):
+            prompt = format_prompt(backend.tokenizer, cloze_prompt(q, hits, pc))
+            picks.append(best(option_scores(backend, prompt, "", c.options, "option")))
+        r["round_trip"], r["closed_book"] = picks[0] == c.key, picks[1] == c.key
+        if cfg.round_trip and not r["round_trip"]:
+            r["rejected"] = "round_trip"
+            del alive[tid]
+
+
+def tally(rows: list[dict], cfg: SynthConfig) -> dict:
+    """Counts for metrics/synth.json: in, kept, rejected by gate and reason, keys by position."""
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["rejected"]:
+            reasons[r["rejected"]] = reasons.get(r["rejected"], 0) + 1
+    kept = [r for r in rows if r["kept"]]
+    mcq = [r for r in rows if r["kind"] == "mcq" and "round_trip" in r]
+    positions: dict[str, int] = {}
+    for r in kept:
+        if r["kind"] == "mcq":
+            positions[r["answer"]] = positions.get(r["answer"], 0) + 1
+    return {"kept": len(kept), "kept_mcq": sum(r["kind"] == "mcq" for r in kept),
+            "kept_open": sum(r["kind"] == "open" for r in kept), "rejected": dict(sorted(reasons.items())),
+            "round_trip_checked": len(mcq),
+            "round_trip_right": sum(r["round_trip"] for r in mcq),
+            "closed_book_right": sum(r["closed_book"] for r in mcq),
+            "distractors": {s: sum(r.get("distractor_source") == s for r in rows) for s in ("numeric", "teacher")},
+            "key_positions": dict(sorted(positions.items()))}
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,189 @@
+"""The synth stage's parts: reading what the teacher wrote, building the options, every gate, the
+spread over documents and key positions; and the stage itself on a tiny random-init teacher."""
+
+import csv
+import random
+from collections import Counter
+
+import pytest
+
+from fsku.gen.config import DedupConfig
+from fsku.questions import Question, parse_question
+from fsku.synth import gate
+from fsku.synth.select import plan, select_chunks
+from fsku.synth.write import Candidate, assemble, numeric_distractors, parse_distractors, parse_qa, task
+
+CHUNK = ("제11조(사고 시 책임) ① 수탁자는 위탁 업무와 관련하여 사고가 발생한 사실을 알게 된 때에는 지체 없이, "
+         "늦어도 24시간 이내에 금융회사등에 통지하여야 한다.")
+
+
+def test_parse_a_question_and_its_short_answer():
+    c, why = parse_qa("질문: 수탁자는 사고를 안 때부터 몇 시간 이내에 통지하여야 하는가?\n정답: 24시간\n\n"
+                      "질문: 두 번째 문제?\n정답: 다른 답", "mcq")
+    assert why is None and c.stem.endswith("하는가?") and c.answer == "24시간"  # the first block only
+    c, why = parse_qa("**질문:** 무엇을 하여야 하는가?\n**답변:** 지체 없이 통지하여야 합니다.\n"
+                      "**키워드:** 통지, 24시간, 셋째", "open")
+    assert why is None and c.answer == "지체 없이 통지하여야 합니다." and c.keywords == ["통지", "24시간"]
+    assert parse_qa("수탁자는 통지하여야 한다.", "mcq") == (None, "no_question")
+    assert parse_qa("질문: 무엇인가?", "open") == (None, "no_answer")
+    assert parse_qa("질문: 정의는 무엇인가?\n정답: " + "가" * 60, "mcq") == (None, "answer_not_short")
+
+
+def test_numeric_distractors_move_the_number_and_keep_the_unit():
+    wrong = numeric_distractors("지체 없이 24시간", 4, random.Random(0))
+    assert len(set(wrong)) == 4 and "지체 없이 24시간" not in wrong
+    assert all(w.startswith("지체 없이 ") and w.endswith("시간") for w in wrong)
+    assert numeric_distractors("지체 없이 24시간", 4, random.Random(0)) == wrong  # seeded
+    people = numeric_distractors("1,000명", 6, random.Random(1))
+    assert all(("," in w) == (int(w[:-1].replace(",", "")) >= 1000) for w in people)
+    assert numeric_distractors("접근매체", 3, random.Random(0)) == []
+
+
+def test_parse_distractors_reads_one_a_line():
+    wrong = parse_distractors("1. 매월 1회\n- 반기마다 1회\n③ 매년 1회\n\n질문: 다음")
+    assert wrong == ["매월 1회", "반기마다 1회", "매년 1회"]
+
+
+@pytest.mark.parametrize("position", [1, 2, 3, 4])
+def test_assemble_puts_the_key_where_asked(position):
+    c = Candidate("mcq", "몇 시간 이내에 통지하여야 하는가?", "24시간")
+    assert assemble(c, ["12시간", "12 시간", "48시간", "72시간", "96시간"], 4, position) is None
+    assert c.key == position and c.options[position - 1] == "24시간"
+    assert c.options.count("12시간") == 1 and "12 시간" not in c.options  # spaces aside, a repeat is dropped
+    assert parse_question(c.question_text()) == (c.stem, c.options)
+    assert assemble(Candidate("mcq", "몇?", "24시간"), ["24 시간", "12시간"], 4, 1) == "too_few_distractors"
+    # the worked example's own wrong answers are not options
+    assert assemble(Candidate("mcq", "몇?", "매주 1회"), ["매월 1회", "반기마다 1회", "매년 1회", "매일"], 4, 1) \
+        == "too_few_distractors"
+    long_key = Candidate("mcq", "정의는?", "사기이용계좌의 채권소멸 절차를 거쳐 피해자에게 지급하는 금전")
+    assert assemble(long_key, ["매주", "매일", "수시로"], 4, 1) == "key_stands_out"
+
+
+ASK = "수탁자는 사고를 안 때부터 몇 시간 이내에 통지하여야 하는가?"
+OPEN_ASK = "수탁자는 사고가 나면 어떻게 하여야 하는가?"
+OPEN_ANSWER = "지체 없이, 늦어도 24시간 이내에 금융회사등에 통지하여야 합니다."
+
+
+def _mcq(stem=ASK, options=("12시간", "24시간", "48시간", "72시간"), key=2):
+    return Candidate("mcq", stem, options[min(key, len(options)) - 1], list(options), key)
+
+
+@pytest.mark.parametrize("candidate, reason", [
+    (_mcq(), None),
+    (_mcq(options=("12시간", "24시간", "24 시간", "72시간")), "options_not_distinct"),
+    (_mcq(stem="수탁자는 24시간 이내에 통지하는데 몇 시간 이내인가?"), "stem_gives_answer"),
+    (_mcq(stem="수탁자는 사고를 안 때부터 통지하여야 한다."), "stem_not_a_question"),
+    (_mcq(stem="How many hours?"), "stem_no_hangul"),
+    (_mcq(key=5), "key_out_of_range"),
+    (Candidate("open", OPEN_ASK, OPEN_ANSWER, keywords=["통지"]), None),
+    (Candidate("open", OPEN_ASK, OPEN_ANSWER), "no_keywords"),
+    (Candidate("open", OPEN_ASK, "통지", keywords=["통지"]), "answer_too_short"),
+])
+def test_format_gate(candidate, reason):
+    assert gate.format_problem(candidate, CHUNK) == reason
+
+
+def test_a_question_about_the_worked_example_instead_of_its_chunk_is_rejected():
+    about_example = Candidate("open", "비밀번호를 여러 번 잘못 입력하면 어떻게 처리하여야 하는가?",
+                              "지체 없이 금융회사등에 통지하여야 합니다.", keywords=["통지"])
+    assert gate.format_problem(about_example, CHUNK) == "copies_example"
+    assert gate.format_problem(about_example, CHUNK + " 비밀번호를 잘못 입력한 경우") is None  # its own chunk's terms
+
+
+def test_grounding_is_how_much_of_the_key_the_chunk_holds():
+    assert gate.grounding(_mcq(), CHUNK) == 1.0
+    assert gate.grounding(Candidate("mcq", "몇?", "100분의 70"), CHUNK) < 0.3
+    assert 0.6 < gate.grounding(Candidate("open", "?", "늦어도 24시간 이내에 금융회사에 통지해야 한다"), CHUNK) < 1.0
+
+
+def test_near_duplicates_of_an_evaluation_question_are_leaks():
+    held = [Question("EVAL_1", ASK, "", [])]
+    ours = [gate.as_question(Candidate("open", ASK, "a"), "SYNTH_0"),
+            gate.as_question(_mcq(stem="금융회사의 정보보호최고책임자는 누구로 지정하여야 하는가?"), "SYNTH_1"),
+            gate.as_question(_mcq(stem="금융회사의 정보보호최고책임자는 누구로 지정하여야 하는가?"), "SYNTH_2")]
+    assert gate.near_duplicates(held, ours, DedupConfig()) == {
+        "SYNTH_0": {"rejected": "leak", "duplicate_of": "EVAL_1"},
+        "SYNTH_2": {"rejected": "duplicate", "duplicate_of": "SYNTH_1"}}
+
+
+def test_even_positions_spreads_the_keys_and_keeps_their_text():
+    cands = [_mcq(key=1) for _ in range(12)]
+    gate.even_positions(cands, seed=0)
+    assert Counter(c.key for c in cands) == {1: 3, 2: 3, 3: 3, 4: 3}
+    assert all(c.options[c.key - 1] == "12시간" and sorted(c.options) == ["12시간", "24시간", "48시간", "72시간"]
+               for c in cands)
+
+
+def _chunks():
+    out = []
+    for d in range(3):
+        for s in range(4):
+            for i in range(3):
+                out.append({"chunk_id": f"{d}{s}{i}", "source": f"doc{d}.pdf", "section": f"제{s}장 > 제{i}조",
+                            "text": "가" * (200 if i else 50)})
+    return out
+
+
+def test_select_spreads_over_documents_and_sections():
+    picked = select_chunks(_chunks(), per_document=4, min_chars=100, seed=0)
+    assert Counter(c["source"] for c in picked) == {"doc0.pdf": 4, "doc1.pdf": 4, "doc2.pdf": 4}
+    for d in range(3):  # four sections, one chunk each; the short chunks never
+        chapters = sorted(c["section"][:3] for c in picked if c["source"] == f"doc{d}.pdf")
+        assert chapters == ["제0장", "제1장", "제2장", "제3장"]
+    assert all(c["chunk_id"][2] != "0" for c in picked)
+    assert select_chunks(_chunks(), 4, 100, seed=0) == picked
+
+
+def test_plan_kinds_and_positions():
+    tasks = plan(select_chunks(_chunks(), 4, 100, 0) * 4, open_share=0.25, five_option_share=0.0, seed=0)
+    assert Counter(t["kind"] for t in tasks) == {"mcq": 36, "open": 12}
+    assert Counter(t["position"] for t in tasks if t["kind"] == "mcq") == {1: 9, 2: 9, 3: 9, 4: 9}
+    assert "제" in task("mcq", _chunks()[1]) and "정답:" in task("mcq", _chunks()[1])
+
+
+def test_the_stage_on_a_tiny_teacher(tmp_path, root, qwen_tokenizer):
+    """A random-init teacher writes nothing in the layout: every candidate is counted as rejected
+    at the format gate, the question file is a header, and prompts.source: synth refuses it by name."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    import yaml
+
+    from fsku.models.load import save_model
+
+    from conftest import tiny_qwen2
+
+    save_model(tiny_qwen2(layers=2, hidden=64, heads=2, vocab=151936).to(torch.bfloat16), qwen_tokenizer,
+               tmp_path / "teacher")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["synth"].update(per_document=2, max_tokens=16)
+    params["gen"].update(backend="transformers", max_model_len=768)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    shutil.copy(root / "data/raw/questions/eval.csv", tmp_path / "eval.csv")
+    params["eval"]["questions"] = str(tmp_path / "eval.csv")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    chunks = tmp_path / "chunks.jsonl"
+    chunks.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in _chunks()), encoding="utf-8")
+    out, cand, met = tmp_path / "q.csv", tmp_path / "c.jsonl", tmp_path / "m.json"
+    cmd = [sys.executable, "-m", "stages.synth", "--params", str(tmp_path / "params.yaml"), "--chunks", str(chunks),
+           "--teacher", str(tmp_path / "teacher"), "--out", str(out), "--candidates", str(cand), "--metrics", str(met),
+           "--partial", str(tmp_path / "partial")]
+    subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    metrics = json.loads(met.read_text())
+    assert metrics["candidates"] == 6 and metrics["kept"] == 0
+    assert sum(metrics["rejected"].values()) == 6 and all(k.startswith("format:") for k in metrics["rejected"])
+    assert list(csv.reader(out.open())) == [["ID", "Question", "Answer", "Keyword"]]
+    rows = [json.loads(x) for x in cand.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"SYNTH_{i:04d}" for i in range(6)] and all(r["teacher_text"] for r in rows)
+    first = cand.read_bytes()
+    subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    assert cand.read_bytes() == first  # a rerun writes the same bytes
+
+    from stages.prompts import training_questions
+
+    with pytest.raises(ValueError, match="q.csv: no synthetic question passed the gate"):
+        training_questions("synth", str(root / "data/raw/questions/train.csv"), str(out))
+    assert len(training_questions("bank", str(root / "data/raw/questions/train.csv"), str(out))) == 170
