@@ -9,9 +9,11 @@ by reason at each gate). Generation resumes from data/gen/partial after a kill.
 """
 
 import csv
+import dataclasses
 import io
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -31,7 +33,7 @@ from fsku.stage import parser, paths, run, seed_everything
 from fsku.synth import gate
 from fsku.synth.config import SynthConfig
 from fsku.synth.select import plan, select_chunks
-from fsku.synth.write import assemble, distractor_task, numeric_distractors, parse_distractors, parse_qa, task
+from fsku.synth.write import assemble, judge_task, numeric_distractors, parse_qa, parse_score, pool_distractors, task
 
 
 def main() -> None:
@@ -100,22 +102,22 @@ def write_and_gate(tasks, chunks, backend, cfg: SynthConfig, gen: GenConfig, arg
         else:
             r["rejected"] = f"format:{why}"
     alive = dict(cands)
-    # wrong options: from the answer's number, else asked of the teacher
+    # wrong options: the answer's number moved, else other questions' answers (this document's first)
     rng = random.Random(cfg.seed + 3)
-    ask = []
+    keys: dict[str, list[str]] = {}
+    for tid, c in cands.items():
+        if c.kind == "mcq":
+            keys.setdefault(chunks[rows[tid]["chunk_id"]]["source"], []).append(c.answer)
     for tid, c in cands.items():
         r = rows[tid]
         if c.kind == "mcq":
-            r["distractors"] = numeric_distractors(c.answer, r["n_options"] - 1, rng)
-            r["distractor_source"] = "numeric" if r["distractors"] else "teacher"
+            k, doc = r["n_options"] - 1, chunks[r["chunk_id"]]["source"]
+            r["distractors"] = numeric_distractors(c.answer, k, rng)
+            r["distractor_source"] = "numeric"
             if not r["distractors"]:
-                ask.append(tid)
-    if ask:
-        wrong = generate(backend, [distractor_task(cands[i].stem, cands[i].answer, rows[i]["n_options"] - 1)
-                                   for i in ask], ask, cfg, gen, args, "synth_wrong")
-        for tid, text in zip(ask, wrong):
-            rows[tid]["distractors"] = parse_distractors(text)
-            rows[tid]["distractor_text"] = text
+                others = [a for d, v in sorted(keys.items()) if d != doc for a in v]
+                r["distractors"] = pool_distractors(c.answer, [keys[doc], others], k, rng)
+                r["distractor_source"] = "pool"
     for tid, c in cands.items():
         r = rows[tid]
         why = assemble(c, r["distractors"], r["n_options"], r["position"]) if c.kind == "mcq" else None
@@ -128,6 +130,8 @@ def write_and_gate(tasks, chunks, backend, cfg: SynthConfig, gen: GenConfig, arg
         if r["rejected"]:
             del alive[tid]
     round_trip(alive, rows, chunks, backend, cfg)
+    if cfg.judge != "none":
+        judge(alive, rows, chunks, backend, cfg, gen, args)
     # near-duplicates: the evaluation files go first, so a question like one of theirs is a leak
     order = [t["id"] for t in tasks if t["id"] in alive]
     dropped = gate.near_duplicates(held_out, [gate.as_question(alive[i], i) for i in order], cfg.dedup)
@@ -162,6 +166,21 @@ def round_trip(alive: dict, rows: dict, chunks: dict, backend, cfg: SynthConfig)
             del alive[tid]
 
 
+def judge(alive: dict, rows: dict, chunks: dict, backend, cfg: SynthConfig, gen: GenConfig, args) -> None:
+    """The design's quality score: the teacher rates each candidate still in 1-10 on a written rubric
+    (``fsku.synth.write.JUDGE_TASK``); under ``judge: reject`` a score below the threshold (or none
+    read) rejects it, under ``measure`` it is only recorded."""
+    ids = list(alive)
+    texts = generate(backend, [judge_task(alive[i], chunks[rows[i]["chunk_id"]]["text"]) for i in ids], ids,
+                     dataclasses.replace(cfg, max_tokens=16, temperature=0.0), gen, args, "synth_judge")
+    for tid, text in zip(ids, texts):
+        score = parse_score(text)
+        rows[tid].update(judge_score=score, judge_text=text)
+        if cfg.judge == "reject" and (score is None or score < cfg.judge_threshold):
+            rows[tid]["rejected"] = "judge"
+            del alive[tid]
+
+
 def tally(rows: list[dict], cfg: SynthConfig) -> dict:
     """Counts for metrics/synth.json: in, kept, rejected by gate and reason, keys by position."""
     reasons: dict[str, int] = {}
@@ -179,8 +198,19 @@ def tally(rows: list[dict], cfg: SynthConfig) -> dict:
             "round_trip_checked": len(mcq),
             "round_trip_right": sum(r["round_trip"] for r in mcq),
             "closed_book_right": sum(r["closed_book"] for r in mcq),
-            "distractors": {s: sum(r.get("distractor_source") == s for r in rows) for s in ("numeric", "teacher")},
-            "key_positions": dict(sorted(positions.items()))}
+            "distractors": {s: sum(r.get("distractor_source") == s for r in rows) for s in ("numeric", "pool")},
+            "key_positions": dict(sorted(positions.items())), **judged(rows, cfg)}
+
+
+def judged(rows: list[dict], cfg: SynthConfig) -> dict:
+    """How the judge scored what the gates 1-3 kept, and how many it would remove."""
+    scored = [r for r in rows if "judge_score" in r]
+    if not scored:
+        return {}
+    read = [r["judge_score"] for r in scored if r["judge_score"] is not None]
+    return {"judge": {"mode": cfg.judge, "scored": len(scored), "unreadable": len(scored) - len(read),
+                      "below_threshold": sum(s < cfg.judge_threshold for s in read),
+                      "scores": dict(sorted(Counter(read).items()))}}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,16 @@ from fsku.gen.config import DedupConfig
 from fsku.questions import Question, parse_question
 from fsku.synth import gate
 from fsku.synth.select import plan, select_chunks
-from fsku.synth.write import Candidate, assemble, numeric_distractors, parse_distractors, parse_qa, task
+from fsku.synth.write import (
+    Candidate,
+    assemble,
+    judge_task,
+    numeric_distractors,
+    parse_qa,
+    parse_score,
+    pool_distractors,
+    task,
+)
 
 CHUNK = ("제11조(사고 시 책임) ① 수탁자는 위탁 업무와 관련하여 사고가 발생한 사실을 알게 된 때에는 지체 없이, "
          "늦어도 24시간 이내에 금융회사등에 통지하여야 한다.")
@@ -27,6 +36,10 @@ def test_parse_a_question_and_its_short_answer():
     assert parse_qa("수탁자는 통지하여야 한다.", "mcq") == (None, "no_question")
     assert parse_qa("질문: 무엇인가?", "open") == (None, "no_answer")
     assert parse_qa("질문: 정의는 무엇인가?\n정답: " + "가" * 60, "mcq") == (None, "answer_not_short")
+    assert parse_qa("질문: 위탁할 수 있는가?\n정답: 있다.", "mcq") == (None, "yes_no_answer")
+    assert parse_qa("질문: 이 법은 언제 시행되었나?\n정답: 2025. 7. 1.", "mcq") == (None, "date_answer")
+    c, _ = parse_qa("질문: 무엇인가?\n답변: 가상자산은 전자적 증표를 말한다.\n키워드: 가, 증표", "open")
+    assert c.keywords == ["증표"]  # a one-letter keyword matches anything
 
 
 def test_numeric_distractors_move_the_number_and_keep_the_unit():
@@ -37,11 +50,30 @@ def test_numeric_distractors_move_the_number_and_keep_the_unit():
     people = numeric_distractors("1,000명", 6, random.Random(1))
     assert all(("," in w) == (int(w[:-1].replace(",", "")) >= 1000) for w in people)
     assert numeric_distractors("접근매체", 3, random.Random(0)) == []
+    assert sorted(numeric_distractors("1년", 4, random.Random(0))) == ["2년", "3년", "4년", "5년"]
 
 
-def test_parse_distractors_reads_one_a_line():
-    wrong = parse_distractors("1. 매월 1회\n- 반기마다 1회\n③ 매년 1회\n\n질문: 다음")
-    assert wrong == ["매월 1회", "반기마다 1회", "매년 1회"]
+@pytest.mark.parametrize("text, score", [("점수: 8", 8), ("점수：10점", 10), ("7", 7), ("점수: 0", None),
+                                         ("좋은 문제입니다.", None), ("점수: 12", None)])
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+def test_judge_task_shows_the_chunk_the_question_and_the_key():
+    text = judge_task(_mcq(), CHUNK)
+    assert CHUNK in text and "1 12시간" in text and "[정답]\n2 24시간" in text and "1~10점" in text
+
+
+def test_pool_distractors_are_other_answers_of_the_same_kind():
+    here, there = ["금융위원회", "대통령령", "전기통신사업법", "5년"], ["한국인터넷진흥원", "총리령", "금융감독원장"]
+    wrong = pool_distractors("전기통신사업", [here, there], 3, random.Random(0))
+    assert "전기통신사업법" not in wrong and "5년" not in wrong  # it contains the key; a number
+    assert {"금융위원회", "대통령령"} <= set(wrong)  # the same document's first
+    assert pool_distractors("전기통신사업", [here, there], 3, random.Random(0)) == wrong
+    assert pool_distractors("전기통신사업", [here], 3, random.Random(0)) == []  # too few qualify
+    assert pool_distractors("3년", [["제12조", "13개", "5년", "10년", "1년"]], 3, random.Random(0)) != []
+    assert set(pool_distractors("3년", [["제12조", "13개", "5년", "10년", "1년"]], 3, random.Random(0))) \
+        == {"5년", "10년", "1년"}
 
 
 @pytest.mark.parametrize("position", [1, 2, 3, 4])
@@ -52,9 +84,6 @@ def test_assemble_puts_the_key_where_asked(position):
     assert c.options.count("12시간") == 1 and "12 시간" not in c.options  # spaces aside, a repeat is dropped
     assert parse_question(c.question_text()) == (c.stem, c.options)
     assert assemble(Candidate("mcq", "몇?", "24시간"), ["24 시간", "12시간"], 4, 1) == "too_few_distractors"
-    # the worked example's own wrong answers are not options
-    assert assemble(Candidate("mcq", "몇?", "매주 1회"), ["매월 1회", "반기마다 1회", "매년 1회", "매일"], 4, 1) \
-        == "too_few_distractors"
     long_key = Candidate("mcq", "정의는?", "사기이용계좌의 채권소멸 절차를 거쳐 피해자에게 지급하는 금전")
     assert assemble(long_key, ["매주", "매일", "수시로"], 4, 1) == "key_stands_out"
 

@@ -84,20 +84,21 @@ def dequantize_4bit_layers(model):
     """A bitsandbytes 4-bit model with each ``Linear4bit`` replaced by a plain ``Linear`` holding its
     weight dequantized once, in the layer's compute dtype. The weights are exactly the nf4 (or fp4)
     values; only the matmul kernel changes: on CPU bitsandbytes dequantizes or unpacks blocks at
-    every call, and its nf4 eval row ran about 3x as long as a bf16 model's. GPTQ, 8-bit and other
-    layers are left as they are. Memory is the dense model's: this is for scoring answers, not for
-    measuring the quantized footprint (``metrics/quantize.json`` has the size)."""
+    every call: its nf4 eval row took 15m24s, 4m15s dequantized (3.6x; benchmarks/RESULTS.md). GPTQ,
+    8-bit and other layers are left as they are. Memory is the dense model's: this is for scoring
+    answers, not for measuring the quantized footprint (``metrics/quantize.json`` has the size)."""
     try:
         import bitsandbytes as bnb
     except ImportError:  # no 4-bit layers can have been loaded without it
         return model
-    for parent in list(model.modules()):
+    for path, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, bnb.nn.Linear4bit):
                 continue
             data, state = child.weight.data, child.weight.quant_state
             if getattr(state, "packing_format_for_cpu", False):  # its absmax already rounded to bf16
-                raise ValueError(f"{name}: bitsandbytes repacked this layer in a forward pass; dequantize "
+                where = f"{path}.{name}" if path else name
+                raise ValueError(f"{where}: bitsandbytes repacked this layer in a forward pass; dequantize "
                                  "the model right after loading it")
             dtype = child.compute_dtype or state.dtype
             weight = bnb.functional.dequantize_4bit(data, state).to(dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from fsku.config import ConfigError, field
 from fsku.gen.config import DedupConfig
@@ -20,6 +21,10 @@ class SynthConfig:
                                                           "bigrams the source chunk must hold")
     round_trip: bool = field(True, doc="keep a multiple-choice question only if the teacher, given its chunk, "
                                        "picks the key")
+    judge: Literal["none", "measure", "reject"] = field(
+        "none", doc="the teacher scores each candidate that passed the gates 1-10 on a rubric: measure records "
+                    "the scores and how many fall below judge_threshold; reject also rejects them")
+    judge_threshold: float = field(7.0, ge=1.0, le=10.0, doc="the design's pass mark")
     leak_files: list[str] = field(default_factory=list, doc="more question files no synthetic question may "
                                                              "near-duplicate (eval.questions and the test file always)")
     dedup: DedupConfig = field(default_factory=DedupConfig)

@@ -3,8 +3,10 @@
 Multiple choice is written answer first. Asked for a whole question with numbered options, the 1.5B
 instruct teacher wrote five copies of one sentence as the options, or none at all; asked for a
 question and its short answer, it writes both well. The wrong options then come from the answer
-itself when it holds a number (``numeric_distractors``: the number moved up and down the scale), or
-from a second request for wrong answers of the same kind (``DISTRACTOR_TASK``). The teacher answers
+itself when it holds a number (``numeric_distractors``: the number moved to usual values near it),
+else from the other questions' answers, the same document's first (``pool_distractors``). Asked for
+wrong answers itself, the teacher repeated the key or the example's (0 usable of 33 on two corpora,
+benchmarks/RESULTS.md), so it is not asked. The teacher answers
 in a plain-text layout (``질문:``, ``정답:``; ``답변:``, ``키워드:``), which it follows more reliably than
 JSON; ``parse_*`` read it or name why not: the format gate's reasons.
 """
@@ -30,17 +32,20 @@ OPEN_TASK = (HEAD.format(what="서술형 문제") + "조건: 답변은 사람이
              "핵심 용어 1~2개입니다. " + TAIL.replace("{example}", "질문: 이용자가 비밀번호를 여러 번 잘못 입력하면 "
              "금융회사는 어떻게 하여야 하는가?\n답변: 연속하여 5회 잘못 입력하면 금융회사는 그 이용자의 접근을 "
              "차단하여야 합니다.\n키워드: 5회, 접근 차단"))
-DISTRACTOR_TASK = (
-    "다음 문제의 정답을 보고, 정답과 같은 종류이지만 틀린 답 {k}개를 한 줄에 하나씩 쓰세요. 설명은 쓰지 마세요.\n\n"
-    "[예시]\n질문: 금융회사는 비밀번호 변경을 얼마나 자주 요구하여야 하는가?\n정답: 분기마다 1회\n"
-    "오답:\n매월 1회\n반기마다 1회\n매년 1회\n\n[문제]\n질문: {stem}\n정답: {answer}\n오답:")
-
+JUDGE_TASK = (
+    "다음은 규정 문서로 만든 {what}입니다. 아래 기준으로 1~10점 중 하나로 평가하세요.\n"
+    "기준: 문서만으로 답할 수 있다. 정답이 문서와 맞고 하나뿐이다. 문제가 자연스러운 한국어이다. "
+    "금융·정보보호 업무에 쓸모 있는 내용이다.\n\"점수: N\" 형식으로만 답하세요.\n\n"
+    "[문서]\n{text}\n\n[문제]\n{question}\n\n[정답]\n{answer}")
+_SCORE = re.compile(r"점수\s*[:：]?\s*(10|[1-9])(?!\d)|^\s*(10|[1-9])(?!\d)")
 _LABEL = r"\**\s*{}\s*\**\s*[:：]\s*\**"
 _QUESTION = re.compile(_LABEL.format("(?:질문|문제)"))
 _ANSWER_TEXT = re.compile(_LABEL.format("(?:답변|정답|답)"))
 _KEYWORDS = re.compile(_LABEL.format("(?:키워드|핵심\\s*용어)"))
-_BULLET = re.compile(r"^\s*(?:[-*•·]|\(?[1-9][.)]|[①②③④⑤⑥⑦⑧⑨])\s*")
 _NUMBER = re.compile(r"\d+(?:,\d{3})*")
+# an enactment or amendment date ("2020. 2. 4."): trivia of the document's header, not its content
+_DATE = re.compile(r"(?:19|20)\d\d\s*[.년]\s*\d{1,2}\s*[.월]")
+YES_NO = {"있다", "없다", "있습니다", "없습니다", "예", "아니오", "아니요", "yes", "no", "o", "x"}
 MAX_SHORT_ANSWER = 40   # characters: a longer "short answer" is a sentence, not an option
 
 
@@ -73,8 +78,16 @@ def task(kind: str, chunk: dict) -> str:
     return (QA_TASK if kind == "mcq" else OPEN_TASK).format(title=title_of(chunk), text=chunk["text"])
 
 
-def distractor_task(stem: str, answer: str, k: int) -> str:
-    return DISTRACTOR_TASK.format(stem=stem, answer=answer, k=k)
+def judge_task(c: Candidate, chunk_text: str) -> str:
+    """The rubric the teacher scores a candidate by (the design's quality score, 1-10)."""
+    answer = f"{c.key} {c.answer}" if c.kind == "mcq" else c.answer
+    return JUDGE_TASK.format(what="객관식 문제" if c.kind == "mcq" else "서술형 문제", text=chunk_text,
+                             question=c.question_text(), answer=answer)
+
+
+def parse_score(text: str) -> int | None:
+    m = _SCORE.search(text)
+    return int(m.group(1) or m.group(2)) if m else None
 
 
 def _one_line(text: str) -> str:
@@ -110,26 +123,14 @@ def parse_qa(text: str, kind: str) -> tuple[Candidate | None, str | None]:
         answer = _one_line(answer.splitlines()[0] if "\n" in answer else answer).rstrip(".")
         if len(answer) > MAX_SHORT_ANSWER:
             return None, "answer_not_short"
+        if _norm(answer) in YES_NO:
+            return None, "yes_no_answer"
+        if _DATE.search(answer):
+            return None, "date_answer"
         return Candidate("mcq", stem, answer), None
     tail = rest[kw.end():].strip().splitlines() if kw else []
     keywords = [k for k in (_one_line(x).strip("()") for x in re.split(r"[,，、]", tail[0]))] if tail else []
-    return Candidate("open", stem, answer, keywords=[k for k in keywords if k][:2]), None
-
-
-def parse_distractors(text: str) -> list[str]:
-    """The wrong answers, one a line (bullets and numbering removed)."""
-    out = []
-    for line in text.splitlines():
-        line = _one_line(_BULLET.sub("", line))
-        if not line or _LABEL_LINE.match(line):
-            if out:
-                break
-            continue
-        out.append(line.rstrip("."))
-    return out
-
-
-_LABEL_LINE = re.compile(r"^(?:질문|문제|정답|오답|설명)\s*[:：]")
+    return Candidate("open", stem, answer, keywords=[k for k in keywords if len(k) >= 2][:2]), None
 
 
 # values a statute sets (periods, counts, amounts): a wrong option is one of these near the right one,
@@ -148,7 +149,7 @@ def numeric_distractors(answer: str, k: int, rng: random.Random) -> list[str]:
     m = found[-1]
     v = int(m.group().replace(",", ""))
     cap = re.search(r"(\d+)\s*분의\s*$", answer[:m.start()])
-    top = int(cap.group(1)) if cap else v * 4
+    top = int(cap.group(1)) if cap else v * 5
     near = sorted((x for x in NICE if x != v and v / 5 <= x <= min(v * 5, top) and x > 0),
                   key=lambda x: (abs(math.log(x / v)), x)) if v > 0 else []
     if len(near) < k:
@@ -158,15 +159,37 @@ def numeric_distractors(answer: str, k: int, rng: random.Random) -> list[str]:
     return [answer[:m.start()] + (f"{x:,}" if sep else str(x)) + answer[m.end():] for x in rng.sample(pool, k)]
 
 
+def pool_distractors(answer: str, pools: list[list[str]], k: int, rng: random.Random) -> list[str]:
+    """``k`` wrong answers from other questions' answers, ``pools`` in order of preference (the same
+    document's, then the rest), a seeded draw inside each: of the answer's kind (with a number, the
+    same words around it: "3년" takes "5년", not "제12조"), a half to twice its length, neither
+    containing the other ("전기통신사업" against "전기통신사업법"). [] when too few qualify."""
+    key, shape = _norm(answer), _shape(answer)
+    out, seen = [], {key}
+    for pool in pools:
+        for p in rng.sample(pool, len(pool)):
+            n = _norm(p)
+            if (len(out) < k and n and n not in seen and key not in n and n not in key
+                    and _shape(p) == shape and 0.5 <= len(p) / len(answer) <= 2):
+                seen.add(n)
+                out.append(p)
+    return out if len(out) == k else []
+
+
+def _shape(text: str) -> str:
+    """"" for text without a number, else the text with its numbers masked ("#년")."""
+    return _NUMBER.sub("#", _norm(text)) if _NUMBER.search(text) else ""
+
+
 def assemble(candidate: Candidate, distractors: list[str], n_options: int, position: int) -> str | None:
     """Fill ``candidate`` with ``n_options`` options, its answer at ``position`` (1-based), the
-    distractors' order kept. Why not, or None: ``too_few_distractors`` (distinct, none the answer,
-    none copied from the worked example), ``key_stands_out`` (the key more than twice as long as every
+    distractors' order kept. Why not, or None: ``too_few_distractors`` (distinct, none the answer),
+    ``key_stands_out`` (the key more than twice as long as every
     wrong option: the longest option is the answer, a reader learns)."""
     norm = _norm(candidate.answer)
     wrong, seen = [], {norm}
     for d in distractors:
-        if _norm(d) and _norm(d) not in seen and _norm(d) not in _EXAMPLE and len(d) <= MAX_SHORT_ANSWER * 2:
+        if _norm(d) and _norm(d) not in seen and len(d) <= MAX_SHORT_ANSWER * 2:
             seen.add(_norm(d))
             wrong.append(d)
     if len(wrong) < n_options - 1:
@@ -184,11 +207,6 @@ def _norm(text: str) -> str:
 
 
 EXAMPLE_TERMS = ("비밀번호", "잘못 입력", "차단", "분기", "5회", "1회")
-_EXAMPLE = _norm(EXAMPLE_DOC + QA_TASK[QA_TASK.index("[예시 출력]"):QA_TASK.index("[문서]")]
-                 + OPEN_TASK[OPEN_TASK.index("[예시 출력]"):OPEN_TASK.index("[문서]")]
-                 + DISTRACTOR_TASK[:DISTRACTOR_TASK.index("[문제]")])
-
-
 def copies_example(text: str, chunk_text: str) -> bool:
     """Whether ``text`` uses a term of the worked examples that its own chunk does not have: a small
     teacher sometimes writes about the example (비밀번호 입력 횟수) instead of the document."""
