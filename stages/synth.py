@@ -52,8 +52,13 @@ def main() -> None:
     guard = [load_section(EvalConfig, "eval", args.params, ("questions",)).questions, P["test"], *cfg.leak_files]
     seed_everything(cfg.seed)
     chunks = {c["chunk_id"]: c for c in read_jsonl(args.chunks)}
+    if cfg.per_document and not chunks:
+        raise ValueError(f"{args.chunks}: no chunks to write questions from (did the chunk stage find any "
+                         "text in its corpus folder?)")
     tasks = plan(select_chunks(list(chunks.values()), cfg.per_document, cfg.min_chunk_chars, cfg.seed),
                  open_share, cfg.five_option_share, cfg.seed)
+    if cfg.per_document and not tasks:
+        raise ValueError(f"{args.chunks}: no chunk has synth.min_chunk_chars ({cfg.min_chunk_chars}) characters")
     held_out = [q for f in guard for q in load_questions(f)]  # read now: a bad file fails before the teacher runs
     rows, counts = [], {"candidates": len(tasks)}
     if tasks:
@@ -63,6 +68,10 @@ def main() -> None:
         rows = write_and_gate(tasks, chunks, backend, cfg, gen, args, held_out)
     counts.update(tally(rows, cfg))
     kept = [r for r in rows if r["kept"]]
+    if tasks and not kept:  # before any out is written: the previous ones stay
+        raise ValueError(f"synth: the gate rejected all {len(tasks)} candidates ({counts['rejected']}); "
+                         f"the teacher's texts are not kept. Check the teacher ({args.teacher}) or set "
+                         "synth.per_document: 0 to write none")
     with atomic_path(args.out) as tmp:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -171,10 +171,10 @@ def test_plan_kinds_and_positions():
 
 
 def test_the_stage_on_a_tiny_teacher(tmp_path, root, qwen_tokenizer):
-    """A random-init teacher writes nothing in the layout: every candidate is counted as rejected
-    at the format gate, the question file is a header, and prompts.source: synth refuses it by name."""
+    """A random-init teacher writes nothing in the layout: the stage stops with the reject counts and
+    writes no out (the previous ones stay); with per_document 0 it writes an empty question file
+    without loading the teacher."""
     import json
-    import shutil
     import subprocess
     import sys
 
@@ -191,28 +191,124 @@ def test_the_stage_on_a_tiny_teacher(tmp_path, root, qwen_tokenizer):
     params["synth"].update(per_document=2, max_tokens=16)
     params["gen"].update(backend="transformers", max_model_len=768)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    shutil.copy(root / "data/raw/questions/eval.csv", tmp_path / "eval.csv")
-    params["eval"]["questions"] = str(tmp_path / "eval.csv")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     chunks = tmp_path / "chunks.jsonl"
     chunks.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in _chunks()), encoding="utf-8")
     out, cand, met = tmp_path / "q.csv", tmp_path / "c.jsonl", tmp_path / "m.json"
+    out.write_text("ID,Question,Answer,Keyword\nSYNTH_0000,earlier,1,\n", encoding="utf-8")
     cmd = [sys.executable, "-m", "stages.synth", "--params", str(tmp_path / "params.yaml"), "--chunks", str(chunks),
            "--teacher", str(tmp_path / "teacher"), "--out", str(out), "--candidates", str(cand), "--metrics", str(met),
            "--partial", str(tmp_path / "partial")]
-    subprocess.run(cmd, cwd=root, check=True, capture_output=True)
-    metrics = json.loads(met.read_text())
-    assert metrics["candidates"] == 6 and metrics["kept"] == 0
-    assert sum(metrics["rejected"].values()) == 6 and all(k.startswith("format:") for k in metrics["rejected"])
-    assert list(csv.reader(out.open())) == [["ID", "Question", "Answer", "Keyword"]]
-    rows = [json.loads(x) for x in cand.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [f"SYNTH_{i:04d}" for i in range(6)] and all(r["teacher_text"] for r in rows)
-    first = cand.read_bytes()
-    subprocess.run(cmd, cwd=root, check=True, capture_output=True)
-    assert cand.read_bytes() == first  # a rerun writes the same bytes
+    failed = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert failed.returncode == 1 and "the gate rejected all 6 candidates ({'format:" in failed.stderr
+    assert "earlier" in out.read_text() and not cand.exists() and not met.exists()
 
+    params["synth"]["per_document"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    subprocess.run([*cmd[:-6], "--teacher", str(tmp_path / "absent"), *cmd[-6:]], cwd=root, check=True,
+                   capture_output=True)
+    assert list(csv.reader(out.open())) == [["ID", "Question", "Answer", "Keyword"]]
+    assert json.loads(met.read_text())["candidates"] == 0
+
+    (tmp_path / "empty.jsonl").write_text("")
+    empty = subprocess.run([*cmd[:6], str(tmp_path / "empty.jsonl"), *cmd[7:]], cwd=root, capture_output=True,
+                           text=True)
+    assert empty.returncode == 0  # per_document 0 asks for nothing
+    params["synth"]["per_document"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    empty = subprocess.run([*cmd[:6], str(tmp_path / "empty.jsonl"), *cmd[7:]], cwd=root, capture_output=True,
+                           text=True)
+    assert empty.returncode == 1 and "empty.jsonl: no chunks to write questions from" in empty.stderr
+
+
+def test_the_source_switch(tmp_path, root):
     from stages.prompts import training_questions
 
-    with pytest.raises(ValueError, match="q.csv: no synthetic question passed the gate"):
-        training_questions("synth", str(root / "data/raw/questions/train.csv"), str(out))
-    assert len(training_questions("bank", str(root / "data/raw/questions/train.csv"), str(out))) == 170
+    bank = str(root / "data/raw/questions/train.csv")
+    synth = tmp_path / "synth.csv"
+    synth.write_text("ID,Question,Answer,Keyword\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="synth.csv: no synthetic question passed the gate"):
+        training_questions("synth", bank, str(synth))
+    assert len(training_questions("bank", bank, str(synth))) == 170
+    synth.write_text('ID,Question,Answer,Keyword\nSYNTH_0000,"몇 시간 이내인가?\n1 12시간\n2 24시간",2,\n',
+                     encoding="utf-8")
+    both = training_questions("both", bank, str(synth))
+    assert len(both) == 171 and both[-1].id == "SYNTH_0000" and both[-1].options == ["12시간", "24시간"]
+    assert [q.id for q in training_questions("synth", bank, str(synth))] == ["SYNTH_0000"]
+    synth.write_text("ID,Question,Answer,Keyword\nTRAIN_A000,몇 회인가?,3,\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="ID TRAIN_A000 is also in"):
+        training_questions("both", bank, str(synth))
+
+
+class ScriptedTeacher:
+    """The teacher at the edge of the test: crafted generations, picked by a phrase of the prompt,
+    and option scores that favour the option its chunk states (a teacher that reads the context)."""
+    name = "scripted"
+
+    def __init__(self, tokenizer, script: dict[str, str]):
+        self.tokenizer, self.script = tokenizer, script
+
+    def generate(self, prompts, sp, seed, max_time=None):
+        out = []
+        for p in prompts:
+            text = next((t for phrase, t in self.script.items() if phrase in p), "모르겠습니다.")
+            out.append({"text": text, "n_tokens": len(text), "finish_reason": "stop", "prompt_tokens": len(p),
+                        "prompt_truncated": False})
+        return out
+
+    def option_logprobs(self, prompts, options):
+        return [[[0.0 if "".join(o.split()) in "".join(p.split()) else -5.0] for o in opts]
+                for p, opts in zip(prompts, options)]
+
+
+def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
+    """Each crafted bad generation is rejected at its gate and counted; the good ones are kept with
+    their keys where the plan put them."""
+    import argparse
+
+    from fsku.gen.config import GenConfig
+    from fsku.synth.config import SynthConfig
+    from stages.synth import tally, write_and_gate
+
+    chunk = lambda i, text: {"chunk_id": f"c{i}", "source": f"doc{i}.pdf", "section": "제1장", "text": text}  # noqa: E731
+    chunks = {c["chunk_id"]: c for c in [
+        chunk(0, CHUNK),
+        chunk(1, "제3조(보관) 금융회사는 거래기록을 5년간 보관하여야 한다."),
+        chunk(2, "제4조(점검) 금융회사는 정보보호 체계를 연 1회 이상 점검하여야 한다. 점검 결과는 이사회에 보고한다."),
+        chunk(3, "제5조(교육) 금융회사는 임직원에게 정보보호 교육을 연 2회 이상 실시하여야 한다. 결과는 기록한다."),
+        chunk(4, "제6조(훈련) 금융회사는 모의훈련을 연 1회 이상 실시하여야 한다. 훈련 결과는 보고한다."),
+        chunk(5, "제7조(신고) 이용자는 분실 사실을 안 때에 지체 없이 금융회사에 신고하여야 한다.")]}
+    tasks = [{"id": "SYNTH_0000", "chunk_id": "c0", "kind": "mcq", "n_options": 4, "position": 3},
+             {"id": "SYNTH_0001", "chunk_id": "c1", "kind": "mcq", "n_options": 4, "position": 1},
+             {"id": "SYNTH_0002", "chunk_id": "c2", "kind": "open"},
+             {"id": "SYNTH_0003", "chunk_id": "c3", "kind": "open"},
+             {"id": "SYNTH_0004", "chunk_id": "c4", "kind": "open"},
+             {"id": "SYNTH_0005", "chunk_id": "c5", "kind": "mcq", "n_options": 4, "position": 2}]
+    script = {
+        "제11조(사고 시 책임)": "질문: 수탁자는 사고를 안 때부터 몇 시간 이내에 통지하여야 하는가?\n정답: 24시간",
+        "제3조(보관)": "금융회사는 거래기록을 보관합니다.",  # not in the layout
+        "제4조(점검)": "질문: 금융회사는 정보보호 체계를 얼마나 자주 점검하여야 하는가?\n"
+                      "답변: 연 1회 이상 점검하고 결과를 이사회에 보고하여야 합니다.\n키워드: 연 1회, 이사회",
+        "제5조(교육)": "질문: 금융회사는 정보보호 체계를 얼마나 자주 점검하여야 하는가?\n"  # the same question again
+                      "답변: 정보보호 교육을 연 2회 이상 실시하여야 합니다.\n키워드: 교육, 연 2회",
+        "제6조(훈련)": "질문: 금융회사는 모의훈련을 얼마나 자주 실시하여야 하는가?\n"
+                      "답변: 모의훈련을 연 1회 이상 실시하고 결과를 보고하여야 합니다.\n키워드: 모의훈련, 연 1회",
+        # a key of its own kind with no other answer like it to borrow as a wrong option
+        "제7조(신고)": "질문: 이용자는 분실 사실을 안 때에 누구에게 신고하여야 하는가?\n정답: 금융감독원",
+    }
+    held_out = [Question("EVAL_9", "금융회사는 모의훈련을 얼마나 자주 실시하여야 하는가?", "", [])]
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text("{}")
+    args = argparse.Namespace(teacher=str(tmp_path / "teacher"), partial=str(tmp_path / "partial"))
+    cfg = SynthConfig()
+    rows = write_and_gate(tasks, chunks, ScriptedTeacher(qwen_tokenizer, script), cfg, GenConfig(batch_size=4),
+                          args, held_out)
+    verdict = {r["id"]: r["rejected"] for r in rows}
+    assert verdict == {"SYNTH_0000": None, "SYNTH_0001": "format:no_question", "SYNTH_0002": None,
+                       "SYNTH_0003": "duplicate", "SYNTH_0004": "leak", "SYNTH_0005": "format:too_few_distractors"}
+    kept = {r["id"]: r for r in rows if r["kept"]}
+    mcq = kept["SYNTH_0000"]
+    assert mcq["round_trip"] and parse_question(mcq["question"])[1][int(mcq["answer"]) - 1] == "24시간"
+    counts = tally(rows, cfg)
+    assert counts["kept"] == 2 and counts["rejected"] == {"duplicate": 1, "format:no_question": 1,
+                                                          "format:too_few_distractors": 1, "leak": 1}
+    assert counts["round_trip_checked"] == 1 and counts["round_trip_right"] == 1

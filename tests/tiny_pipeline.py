@@ -26,8 +26,7 @@ OVERRIDES = {
     "encoder.pca_dims": 16,
     "encoder.dtype": "float32",
     "index.eval.ks": [1, 5],
-    "synth.per_document": 1,
-    "synth.max_tokens": 16,
+    "synth.per_document": 0,  # a random-init teacher writes nothing the gate keeps (tests/test_synth.py)
     "prompts.max_prompts": 6,
     "prompts.top_k": 2,
     "prompts.max_context_chars": 300,
