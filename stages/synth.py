@@ -9,31 +9,23 @@ by reason at each gate). Generation resumes from data/gen/partial after a kill.
 """
 
 import csv
-import dataclasses
 import io
 import os
-import random
-from collections import Counter
 from pathlib import Path
 
 import torch
 
 from fsku.config import load_section
 from fsku.gen.backends import make_backend
-from fsku.gen.choice import best, option_scores
-from fsku.gen.config import ENGINE_KEYS, GenConfig, PromptsConfig, SamplingConfig
-from fsku.gen.format import format_prompt
-from fsku.gen.prompts import cloze_prompt, prompt_id
-from fsku.gen.runner import run_generation
+from fsku.gen.config import ENGINE_KEYS, GenConfig, PromptsConfig
 from fsku.io import atomic_path, read_jsonl, write_json, write_jsonl
 from fsku.models.fingerprint import model_fingerprint
 from fsku.predict.config import EvalConfig
 from fsku.questions import load_questions
 from fsku.stage import parser, paths, run, seed_everything
-from fsku.synth import gate
 from fsku.synth.config import SynthConfig
+from fsku.synth.pipeline import Teacher, tally, write_and_gate
 from fsku.synth.select import plan, select_chunks
-from fsku.synth.write import assemble, judge_task, numeric_distractors, parse_qa, parse_score, pool_distractors, task
 
 
 def main() -> None:
@@ -61,11 +53,12 @@ def main() -> None:
         raise ValueError(f"{args.chunks}: no chunk has synth.min_chunk_chars ({cfg.min_chunk_chars}) characters")
     held_out = [q for f in guard for q in load_questions(f)]  # read now: a bad file fails before the teacher runs
     rows, counts = [], {"candidates": len(tasks)}
+    fingerprint = model_fingerprint(args.teacher)
     if tasks:
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        backend = make_backend(gen.backend, args.teacher, gen)
-        rows = write_and_gate(tasks, chunks, backend, cfg, gen, args, held_out)
+        teacher = Teacher(make_backend(gen.backend, args.teacher, gen), args.teacher, fingerprint, Path(args.partial))
+        rows = write_and_gate(tasks, chunks, teacher, cfg, gen, held_out)
     counts.update(tally(rows, cfg))
     kept = [r for r in rows if r["kept"]]
     if tasks and not kept:  # before any out is written: the previous ones stay
@@ -80,146 +73,9 @@ def main() -> None:
             w.writerow([r["id"], r["question"], r["answer"], ", ".join(r["keywords"])])
         tmp.write_text(buf.getvalue(), encoding="utf-8")
     write_jsonl(args.candidates, rows)
-    write_json(args.metrics, {**counts, "teacher": model_fingerprint(args.teacher)[:16]})
+    write_json(args.metrics, {**counts, "teacher": fingerprint})
     print({k: v for k, v in counts.items() if not isinstance(v, dict)})
 
-
-def generate(backend, prompts: list[str], ids: list[str], cfg: SynthConfig, gen: GenConfig, args,
-             who: str) -> list[str]:
-    """The teacher's answers, through the resumable runner (a killed stage keeps its finished batches)."""
-    recs = [{"prompt_id": prompt_id(p), "question_id": i, "type": "synth", "prompt": p} for p, i in zip(prompts, ids)]
-    sp = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
-    out, _ = run_generation(recs, backend, lambda r: format_prompt(backend.tokenizer, r["prompt"]), sp, gen,
-                            model=args.teacher, fingerprint=model_fingerprint(args.teacher),
-                            partial_dir=Path(args.partial), who=who)
-    for done in Path(args.partial).glob(f"{who}.shard*.jsonl"):
-        done.unlink()
-    return [r["text"] for r in out]
-
-
-def write_and_gate(tasks, chunks, backend, cfg: SynthConfig, gen: GenConfig, args, held_out) -> list[dict]:
-    """One row per task: what the teacher wrote, the candidate read from it, its scores, and either
-    ``kept`` or the first gate that ``rejected`` it."""
-    texts = generate(backend, [task(t["kind"], chunks[t["chunk_id"]]) for t in tasks], [t["id"] for t in tasks],
-                     cfg, gen, args, "synth")
-    rows = {t["id"]: {**t, "teacher_text": text, "kept": False, "rejected": None} for t, text in zip(tasks, texts)}
-    cands = {}
-    for tid, r in rows.items():
-        c, why = parse_qa(r["teacher_text"], r["kind"])
-        if c:
-            cands[tid] = c
-        else:
-            r["rejected"] = f"format:{why}"
-    alive = dict(cands)
-    # wrong options: the answer's number moved, else other questions' answers (this document's first)
-    rng = random.Random(cfg.seed + 3)
-    keys: dict[str, list[str]] = {}
-    for tid, c in cands.items():
-        if c.kind == "mcq":
-            keys.setdefault(chunks[rows[tid]["chunk_id"]]["source"], []).append(c.answer)
-    for tid, c in cands.items():
-        r = rows[tid]
-        if c.kind == "mcq":
-            k, doc = r["n_options"] - 1, chunks[r["chunk_id"]]["source"]
-            r["distractors"] = numeric_distractors(c.answer, k, rng)
-            r["distractor_source"] = "numeric"
-            if not r["distractors"]:
-                others = [a for d, v in sorted(keys.items()) if d != doc for a in v]
-                r["distractors"] = pool_distractors(c.answer, [keys[doc], others], k, rng)
-                r["distractor_source"] = "pool"
-    for tid, c in cands.items():
-        r = rows[tid]
-        why = assemble(c, r["distractors"], r["n_options"], r["position"]) if c.kind == "mcq" else None
-        why = why or gate.format_problem(c, chunks[r["chunk_id"]]["text"])
-        r["grounding"] = gate.grounding(c, chunks[r["chunk_id"]]["text"])
-        if why:
-            r["rejected"] = f"format:{why}"
-        elif r["grounding"] < cfg.min_grounding:
-            r["rejected"] = "grounding"
-        if r["rejected"]:
-            del alive[tid]
-    round_trip(alive, rows, chunks, backend, cfg)
-    if cfg.judge != "none":
-        judge(alive, rows, chunks, backend, cfg, gen, args)
-    # near-duplicates: the evaluation files go first, so a question like one of theirs is a leak
-    order = [t["id"] for t in tasks if t["id"] in alive]
-    dropped = gate.near_duplicates(held_out, [gate.as_question(alive[i], i) for i in order], cfg.dedup)
-    for tid, why in dropped.items():
-        rows[tid].update(why)
-        del alive[tid]
-    gate.even_positions([alive[i] for i in order if i in alive], cfg.seed)
-    for tid, c in cands.items():
-        r = rows[tid]
-        r.update(kept=tid in alive, question=c.question_text(), answer=c.answer_cell(), keywords=c.keywords,
-                 key_text=c.answer if c.kind == "mcq" else None)
-    return list(rows.values())
-
-
-def round_trip(alive: dict, rows: dict, chunks: dict, backend, cfg: SynthConfig) -> None:
-    """The teacher answers each multiple-choice candidate with its source chunk as the context, and
-    with none. With the chunk it must pick the key (when ``cfg.round_trip``); without it, the share it
-    already gets right is reported. Scored on the options' text after the stem (``option``), not on the
-    digit after "정답: ": with options that start with a number ("24시간"), the digit's likelihood
-    mostly says which option starts with it (the teacher answers "정답: 24시간" to "1 24시간")."""
-    pc = PromptsConfig(max_context_chars=100_000)
-    for tid in [i for i, c in alive.items() if c.kind == "mcq"]:
-        c, r = alive[tid], rows[tid]
-        q = gate.as_question(c, tid)
-        picks = []
-        for hits in ([chunks[r["chunk_id"]]], []):
-            prompt = format_prompt(backend.tokenizer, cloze_prompt(q, hits, pc))
-            picks.append(best(option_scores(backend, prompt, "", c.options, "option")))
-        r["round_trip"], r["closed_book"] = picks[0] == c.key, picks[1] == c.key
-        if cfg.round_trip and not r["round_trip"]:
-            r["rejected"] = "round_trip"
-            del alive[tid]
-
-
-def judge(alive: dict, rows: dict, chunks: dict, backend, cfg: SynthConfig, gen: GenConfig, args) -> None:
-    """The design's quality score: the teacher rates each candidate still in 1-10 on a written rubric
-    (``fsku.synth.write.JUDGE_TASK``); under ``judge: reject`` a score below the threshold (or none
-    read) rejects it, under ``measure`` it is only recorded."""
-    ids = list(alive)
-    texts = generate(backend, [judge_task(alive[i], chunks[rows[i]["chunk_id"]]["text"]) for i in ids], ids,
-                     dataclasses.replace(cfg, max_tokens=16, temperature=0.0), gen, args, "synth_judge")
-    for tid, text in zip(ids, texts):
-        score = parse_score(text)
-        rows[tid].update(judge_score=score, judge_text=text)
-        if cfg.judge == "reject" and (score is None or score < cfg.judge_threshold):
-            rows[tid]["rejected"] = "judge"
-            del alive[tid]
-
-
-def tally(rows: list[dict], cfg: SynthConfig) -> dict:
-    """Counts for metrics/synth.json: in, kept, rejected by gate and reason, keys by position."""
-    reasons: dict[str, int] = {}
-    for r in rows:
-        if r["rejected"]:
-            reasons[r["rejected"]] = reasons.get(r["rejected"], 0) + 1
-    kept = [r for r in rows if r["kept"]]
-    mcq = [r for r in rows if r["kind"] == "mcq" and "round_trip" in r]
-    positions: dict[str, int] = {}
-    for r in kept:
-        if r["kind"] == "mcq":
-            positions[r["answer"]] = positions.get(r["answer"], 0) + 1
-    return {"kept": len(kept), "kept_mcq": sum(r["kind"] == "mcq" for r in kept),
-            "kept_open": sum(r["kind"] == "open" for r in kept), "rejected": dict(sorted(reasons.items())),
-            "round_trip_checked": len(mcq),
-            "round_trip_right": sum(r["round_trip"] for r in mcq),
-            "closed_book_right": sum(r["closed_book"] for r in mcq),
-            "distractors": {s: sum(r.get("distractor_source") == s for r in rows) for s in ("numeric", "pool")},
-            "key_positions": dict(sorted(positions.items())), **judged(rows, cfg)}
-
-
-def judged(rows: list[dict], cfg: SynthConfig) -> dict:
-    """How the judge scored what the gates 1-3 kept, and how many it would remove."""
-    scored = [r for r in rows if "judge_score" in r]
-    if not scored:
-        return {}
-    read = [r["judge_score"] for r in scored if r["judge_score"] is not None]
-    return {"judge": {"mode": cfg.judge, "scored": len(scored), "unreadable": len(scored) - len(read),
-                      "below_threshold": sum(s < cfg.judge_threshold for s in read),
-                      "scores": dict(sorted(Counter(read).items()))}}
 
 
 if __name__ == "__main__":

@@ -263,11 +263,9 @@ class ScriptedTeacher:
 def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
     """Each crafted bad generation is rejected at its gate and counted; the good ones are kept with
     their keys where the plan put them."""
-    import argparse
-
     from fsku.gen.config import GenConfig
     from fsku.synth.config import SynthConfig
-    from stages.synth import tally, write_and_gate
+    from fsku.synth.pipeline import Teacher, tally, write_and_gate
 
     chunk = lambda i, text: {"chunk_id": f"c{i}", "source": f"doc{i}.pdf", "section": "제1장", "text": text}  # noqa: E731
     chunks = {c["chunk_id"]: c for c in [
@@ -296,12 +294,9 @@ def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
         "제7조(신고)": "질문: 이용자는 분실 사실을 안 때에 누구에게 신고하여야 하는가?\n정답: 금융감독원",
     }
     held_out = [Question("EVAL_9", "금융회사는 모의훈련을 얼마나 자주 실시하여야 하는가?", "", [])]
-    (tmp_path / "teacher").mkdir()
-    (tmp_path / "teacher" / "config.json").write_text("{}")
-    args = argparse.Namespace(teacher=str(tmp_path / "teacher"), partial=str(tmp_path / "partial"))
+    teacher = Teacher(ScriptedTeacher(qwen_tokenizer, script), "scripted", "0" * 16, tmp_path / "partial")
     cfg = SynthConfig()
-    rows = write_and_gate(tasks, chunks, ScriptedTeacher(qwen_tokenizer, script), cfg, GenConfig(batch_size=4),
-                          args, held_out)
+    rows = write_and_gate(tasks, chunks, teacher, cfg, GenConfig(batch_size=4), held_out)
     verdict = {r["id"]: r["rejected"] for r in rows}
     assert verdict == {"SYNTH_0000": None, "SYNTH_0001": "format:no_question", "SYNTH_0002": None,
                        "SYNTH_0003": "duplicate", "SYNTH_0004": "leak", "SYNTH_0005": "format:too_few_distractors"}
