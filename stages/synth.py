@@ -9,6 +9,7 @@ by reason at each gate). Generation resumes from data/gen/partial after a kill.
 """
 
 import csv
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -51,7 +52,8 @@ def main() -> None:
                  open_share, cfg.five_option_share, cfg.seed)
     if cfg.per_document and not tasks:
         raise ValueError(f"{args.chunks}: no chunk has synth.min_chunk_chars ({cfg.min_chunk_chars}) characters")
-    held_out = [q for f in guard for q in load_questions(f)]  # read now: a bad file fails before the teacher runs
+    # read now, so a bad file fails before the teacher runs; named by file, as two files may share an id
+    held_out = [dataclasses.replace(q, id=f"{Path(f).name}:{q.id}") for f in guard for q in load_questions(f)]
     rows, counts = [], {"candidates": len(tasks)}
     fingerprint = model_fingerprint(args.teacher)
     if tasks:
@@ -74,6 +76,8 @@ def main() -> None:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
     write_jsonl(args.candidates, rows)
     write_json(args.metrics, {**counts, "teacher": fingerprint})
+    for done in Path(args.partial).glob("synth*.shard*.jsonl"):  # the outs are written: no resume needed
+        done.unlink()
     print({k: v for k, v in counts.items() if not isinstance(v, dict)})
 
 

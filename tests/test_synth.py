@@ -37,6 +37,10 @@ def test_parse_a_question_and_its_short_answer():
     assert parse_qa("질문: 무엇인가?", "open") == (None, "no_answer")
     assert parse_qa("질문: 정의는 무엇인가?\n정답: " + "가" * 60, "mcq") == (None, "answer_not_short")
     assert parse_qa("질문: 위탁할 수 있는가?\n정답: 있다.", "mcq") == (None, "yes_no_answer")
+    for note in ("24시간 (제11조)\n해설: 제11조에 따름", "24시간 해설: 제11조에 따름", "24시간.\n\n추가 설명"):
+        assert parse_qa(f"질문: 몇 시간 이내에 통지하는가?\n정답: {note}", "mcq")[0].answer == "24시간"
+    c, _ = parse_qa("질문: 무엇을 하는가?\n답변: 통지하여야 합니다.\n키워드:\n- 통지\n- [24시간]", "open")
+    assert c.keywords == ["통지", "24시간"]
     assert parse_qa("질문: 이 법은 언제 시행되었나?\n정답: 2025. 7. 1.", "mcq") == (None, "date_answer")
     c, _ = parse_qa("질문: 무엇인가?\n답변: 가상자산은 전자적 증표를 말한다.\n키워드: 가, 증표", "open")
     assert c.keywords == ["증표"]  # a one-letter keyword matches anything
@@ -48,12 +52,17 @@ def test_numeric_distractors_move_the_number_and_keep_the_unit():
     assert all(w.startswith("지체 없이 ") and w.endswith("시간") for w in wrong)
     assert numeric_distractors("지체 없이 24시간", 4, random.Random(0)) == wrong  # seeded
     people = numeric_distractors("1,000명", 6, random.Random(1))
-    assert all(("," in w) == (int(w[:-1].replace(",", "")) >= 1000) for w in people)
+    assert len(people) == 6 and all(("," in w) == (int(w[:-1].replace(",", "")) >= 1000) for w in people)
     assert numeric_distractors("접근매체", 3, random.Random(0)) == []
     assert sorted(numeric_distractors("1년", 4, random.Random(0))) == ["2년", "3년", "4년", "5년"]
+    # a second number would stay in every option; a decimal has no usual neighbours; a share stays below 1
+    assert numeric_distractors("24시간 (제11조)", 3, random.Random(0)) == []
+    assert numeric_distractors("0.5%", 3, random.Random(0)) == []
+    assert all(int(w.split()[-1]) < 5 for w in numeric_distractors("5분의 3", 3, random.Random(0)))
 
 
 @pytest.mark.parametrize("text, score", [("점수: 8", 8), ("점수：10점", 10), ("7", 7), ("점수: 0", None),
+                                         ("**점수**: 8", 8), ("점수는 6점입니다.", 6), ("평가: 7점", 7),
                                          ("좋은 문제입니다.", None), ("점수: 12", None)])
 def test_parse_score(text, score):
     assert parse_score(text) == score
@@ -126,12 +135,12 @@ def test_grounding_is_how_much_of_the_key_the_chunk_holds():
 
 
 def test_near_duplicates_of_an_evaluation_question_are_leaks():
-    held = [Question("EVAL_1", ASK, "", [])]
+    held = [Question("test.csv:TEST_1", ASK, "", [])]  # an id that sorts after SYNTH_
     ours = [gate.as_question(Candidate("open", ASK, "a"), "SYNTH_0"),
             gate.as_question(_mcq(stem="금융회사의 정보보호최고책임자는 누구로 지정하여야 하는가?"), "SYNTH_1"),
             gate.as_question(_mcq(stem="금융회사의 정보보호최고책임자는 누구로 지정하여야 하는가?"), "SYNTH_2")]
     assert gate.near_duplicates(held, ours, DedupConfig()) == {
-        "SYNTH_0": {"rejected": "leak", "duplicate_of": "EVAL_1"},
+        "SYNTH_0": {"rejected": "leak", "duplicate_of": "test.csv:TEST_1"},
         "SYNTH_2": {"rejected": "duplicate", "duplicate_of": "SYNTH_1"}}
 
 

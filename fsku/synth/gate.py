@@ -7,6 +7,7 @@ among the kept and against every evaluation file, then the keys' positions evene
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
@@ -70,11 +71,13 @@ def as_question(c: Candidate, qid: str) -> Question:
 def near_duplicates(held_out: list[Question], questions: list[Question], cfg: DedupConfig) -> dict[str, dict]:
     """Synthetic questions to drop, by id: ``leak`` when near-duplicating an evaluation question
     (``held_out``), ``duplicate`` when an earlier synthetic one; the prompts' own MinHash LSH, with
-    the evaluation questions inserted first."""
-    _, dropped = dedup(held_out + questions, cfg)
-    held, ours = {q.id for q in held_out}, {q.id for q in questions}
-    return {d["id"]: {"rejected": "leak" if d["duplicate_of"] in held else "duplicate",
-                      "duplicate_of": d["duplicate_of"]} for d in dropped if d["id"] in ours}
+    the evaluation questions inserted first. A question like both is a leak: the synthetic ids sort
+    after every other, and dedup names the first id of those it matches."""
+    _, dropped = dedup(held_out + [dataclasses.replace(q, id=f"~{q.id}") for q in questions], cfg)
+    held = {q.id for q in held_out}
+    return {d["id"][1:]: {"rejected": "leak" if d["duplicate_of"] in held else "duplicate",
+                          "duplicate_of": d["duplicate_of"].removeprefix("~")}
+            for d in dropped if d["id"].startswith("~")}
 
 
 def even_positions(candidates: list[Candidate], seed: int) -> None:

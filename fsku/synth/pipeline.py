@@ -36,15 +36,14 @@ class Teacher:
 
 def generate(teacher: Teacher, prompts: list[str], ids: list[str], cfg: SynthConfig, gen: GenConfig,
              who: str) -> list[str]:
-    """The teacher's answers, through the resumable runner (a killed stage keeps its finished batches)."""
+    """The teacher's answers, through the resumable runner: a killed stage keeps its finished batches
+    (the stage deletes them once its outs are written)."""
     recs = [{"prompt_id": prompt_id(p), "question_id": i, "type": "synth", "prompt": p} for p, i in zip(prompts, ids)]
     sp = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
     tok = teacher.backend.tokenizer
     out, _ = run_generation(recs, teacher.backend, lambda r: format_prompt(tok, r["prompt"]), sp, gen,
                             model=teacher.model, fingerprint=teacher.fingerprint, partial_dir=teacher.partial_dir,
                             who=who)
-    for done in teacher.partial_dir.glob(f"{who}.shard*.jsonl"):
-        done.unlink()
     return [r["text"] for r in out]
 
 
@@ -79,7 +78,7 @@ def write_and_gate(tasks: list[dict], chunks: dict[str, dict], teacher: Teacher,
             if not r["distractors"]:
                 others = [a for d, v in sorted(keys.items()) if d != doc for a in v]
                 r["distractors"] = pool_distractors(c.answer, [keys[doc], others], k, rng)
-                r["distractor_source"] = "pool"
+                r["distractor_source"] = "pool" if r["distractors"] else None
     for tid, c in cands.items():
         r = rows[tid]
         why = assemble(c, r["distractors"], r["n_options"], r["position"]) if c.kind == "mcq" else None
@@ -106,6 +105,8 @@ def write_and_gate(tasks: list[dict], chunks: dict[str, dict], teacher: Teacher,
         r = rows[tid]
         r.update(kept=tid in alive, question=c.question_text(), answer=c.answer_cell(), keywords=c.keywords,
                  key_text=c.answer if c.kind == "mcq" else None)
+        if c.key:  # where the key ended up (even_positions moves the kept ones)
+            r["position"] = c.key
     return list(rows.values())
 
 

@@ -37,12 +37,14 @@ JUDGE_TASK = (
     "기준: 문서만으로 답할 수 있다. 정답이 문서와 맞고 하나뿐이다. 문제가 자연스러운 한국어이다. "
     "금융·정보보호 업무에 쓸모 있는 내용이다.\n\"점수: N\" 형식으로만 답하세요.\n\n"
     "[문서]\n{text}\n\n[문제]\n{question}\n\n[정답]\n{answer}")
-_SCORE = re.compile(r"점수\s*[:：]?\s*(10|[1-9])(?!\d)|^\s*(10|[1-9])(?!\d)")
+_SCORE = re.compile(r"(?:점수|평가)\s*(?:는|은)?\s*[:：]?\s*(10|[1-9])(?!\d)|^\s*(10|[1-9])(?!\d)")
 _LABEL = r"\**\s*{}\s*\**\s*[:：]\s*\**"
 _QUESTION = re.compile(_LABEL.format("(?:질문|문제)"))
 _ANSWER_TEXT = re.compile(_LABEL.format("(?:답변|정답|답)"))
 _KEYWORDS = re.compile(_LABEL.format("(?:키워드|핵심\\s*용어)"))
-_NUMBER = re.compile(r"\d+(?:,\d{3})*")
+_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+_NOTE = re.compile(r"\s+(?:해설|설명|이유|근거|참고)\s*[:：]")
+_CITATION = re.compile(r"\s*[\(\[]\s*(?:제\s*\d+\s*조|[^)\]]*법)[^)\]]*[\)\]]\s*$")
 # an enactment or amendment date ("2020. 2. 4."): trivia of the document's header, not its content
 _DATE = re.compile(r"(?:19|20)\d\d\s*[.년]\s*\d{1,2}\s*[.월]")
 YES_NO = {"있다", "없다", "있습니다", "없습니다", "예", "아니오", "아니요", "yes", "no", "o", "x"}
@@ -86,7 +88,7 @@ def judge_task(c: Candidate, chunk_text: str) -> str:
 
 
 def parse_score(text: str) -> int | None:
-    m = _SCORE.search(text)
+    m = _SCORE.search(text.replace("*", ""))
     return int(m.group(1) or m.group(2)) if m else None
 
 
@@ -119,8 +121,11 @@ def parse_qa(text: str, kind: str) -> tuple[Candidate | None, str | None]:
         return None, "empty_question"
     if not answer:
         return None, "empty_answer"
-    if kind == "mcq":
-        answer = _one_line(answer.splitlines()[0] if "\n" in answer else answer).rstrip(".")
+    if kind == "mcq":  # its first line, without a note or a citation after it ("24시간 (제11조)")
+        first = next((x for x in (rest[:kw.start()] if kw else rest).splitlines() if x.strip()), "")
+        answer = _CITATION.sub("", _NOTE.split(_one_line(first))[0]).strip().rstrip(".")
+        if not answer:
+            return None, "empty_answer"
         if len(answer) > MAX_SHORT_ANSWER:
             return None, "answer_not_short"
         if _norm(answer) in YES_NO:
@@ -128,8 +133,9 @@ def parse_qa(text: str, kind: str) -> tuple[Candidate | None, str | None]:
         if _DATE.search(answer):
             return None, "date_answer"
         return Candidate("mcq", stem, answer), None
-    tail = rest[kw.end():].strip().splitlines() if kw else []
-    keywords = [k for k in (_one_line(x).strip("()") for x in re.split(r"[,，、]", tail[0]))] if tail else []
+    tail = [x for x in rest[kw.end():].splitlines() if x.strip()] if kw else []
+    lines = tail[:1] if tail and re.search(r"[,，、]", tail[0]) else tail[:2]  # "a, b", or one a line
+    keywords = [_one_line(x).strip(" -•*[]()") for line in lines for x in re.split(r"[,，、]", line)]
     return Candidate("open", stem, answer, keywords=[k for k in keywords if len(k) >= 2][:2]), None
 
 
@@ -140,16 +146,19 @@ NICE = sorted({1, 2, 3, 4, 5, 6, 7, 10, 12, 14, 15, 20, 24, 30, 36, 48, 50, 60, 
 
 
 def numeric_distractors(answer: str, k: int, rng: random.Random) -> list[str]:
-    """``k`` wrong answers made by moving the answer's last number to other usual values near it
-    (within a factor of 5), the way statute questions vary a period or an amount; [] when it has no
-    number or too few values are near it. A number after "N분의" stays below N."""
+    """``k`` wrong answers made by moving the answer's number to other usual values near it (within a
+    factor of 5), the way statute questions vary a period or an amount; [] when it has no whole
+    number, a decimal, or too few values near it. With two numbers only "N분의 M" qualifies (M moves,
+    below N); any other second number (a date, an article) would leave the options all stating it."""
     found = list(_NUMBER.finditer(answer))
-    if not found:
+    if not found or any("." in f.group() for f in found):
+        return []
+    cap = re.search(r"(\d+)\s*분의\s*$", answer[:found[-1].start()]) if len(found) == 2 else None
+    if len(found) > 1 and not cap:
         return []
     m = found[-1]
     v = int(m.group().replace(",", ""))
-    cap = re.search(r"(\d+)\s*분의\s*$", answer[:m.start()])
-    top = int(cap.group(1)) if cap else v * 5
+    top = int(cap.group(1)) - 1 if cap else v * 5
     near = sorted((x for x in NICE if x != v and v / 5 <= x <= min(v * 5, top) and x > 0),
                   key=lambda x: (abs(math.log(x / v)), x)) if v > 0 else []
     if len(near) < k:
