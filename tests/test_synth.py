@@ -68,6 +68,13 @@ def test_parse_score(text, score):
     assert parse_score(text) == score
 
 
+@pytest.mark.parametrize("text, pick", [("정답: 72시간\n\n이유는", 2), ("정답: 2 72시간", 2), ("정답은 (2)입니다", 2),
+                                        ("3", 3), ("정답: 5", None), ("모르겠습니다", None), ("정답: 100시간", 4)])
+def test_picked_reads_the_number_or_the_option_named(text, pick):
+    assert gate.picked(text, ["48시간", "72시간", "50시간", "100시간"]) == pick
+    assert gate.picked("정답: 5년", ["3년", "5년", "7년", "10년", "1년"]) == 2  # the text before the number
+
+
 def test_judge_task_shows_the_chunk_the_question_and_the_key():
     text = judge_task(_mcq(), CHUNK)
     assert CHUNK in text and "1 12시간" in text and "[정답]\n2 24시간" in text and "1~10점" in text
@@ -249,8 +256,9 @@ def test_the_source_switch(tmp_path, root):
 
 
 class ScriptedTeacher:
-    """The teacher at the edge of the test: crafted generations, picked by a phrase of the prompt,
-    and option scores that favour the option its chunk states (a teacher that reads the context)."""
+    """The teacher at the edge of the test: crafted generations, picked by a phrase of the prompt (its
+    chunk's), so asked a question with its chunk it answers with the text it wrote from it, and
+    without the chunk it does not know."""
     name = "scripted"
 
     def __init__(self, tokenizer, script: dict[str, str]):
@@ -264,14 +272,11 @@ class ScriptedTeacher:
                         "prompt_truncated": False})
         return out
 
-    def option_logprobs(self, prompts, options):
-        return [[[0.0 if "".join(o.split()) in "".join(p.split()) else -5.0] for o in opts]
-                for p, opts in zip(prompts, options)]
 
 
 def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
-    """Each crafted bad generation is rejected at its gate and counted; the good ones are kept with
-    their keys where the plan put them."""
+    """Each crafted bad generation is rejected at its gate and counted; the good ones are kept, the
+    multiple choice after the teacher named its key in the round trip."""
     from fsku.gen.config import GenConfig
     from fsku.synth.config import SynthConfig
     from fsku.synth.pipeline import Teacher, tally, write_and_gate
@@ -315,4 +320,4 @@ def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
     counts = tally(rows, cfg)
     assert counts["kept"] == 2 and counts["rejected"] == {"duplicate": 1, "format:no_question": 1,
                                                           "format:too_few_distractors": 1, "leak": 1}
-    assert counts["round_trip_checked"] == 1 and counts["round_trip_right"] == 1
+    assert counts["round_trip_checked"] == 1 and counts["round_trip_right"] == 1 and counts["closed_book_right"] == 0

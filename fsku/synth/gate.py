@@ -63,6 +63,24 @@ def grounding(c: Candidate, chunk_text: str) -> float:
     return round(len(grams & _bigrams(chunk_text)) / len(grams), 4) if grams else 0.0
 
 
+_PICK_TAIL = re.compile(r"정답\s*(?:은|는)?\s*[:：]?\s*(.*)", re.S)
+_PICK_NUMBER = re.compile(r"\s*[\(\[]?([1-9])(?![\d.,])")
+
+
+def picked(text: str, options: list[str]) -> int | None:
+    """The option an answer names: by the option's text after "정답" when it starts with one ("정답:
+    24시간", "정답: 5년" for "5년" even where 5 is also a number), else by its number ("정답: 2 72시간",
+    "2"); None when neither."""
+    m = _PICK_TAIL.search(text)
+    tail = m.group(1) if m else text
+    dense = _norm(tail)
+    for i, o in sorted(enumerate(options, 1), key=lambda x: -len(x[1])):
+        if _norm(o) and dense.startswith(_norm(o)):
+            return i
+    n = _PICK_NUMBER.match(tail)
+    return int(n.group(1)) if n and int(n.group(1)) <= len(options) else None
+
+
 def as_question(c: Candidate, qid: str) -> Question:
     stem, options = parse_question(c.question_text())
     return Question(qid, c.question_text(), stem, options, c.answer_cell(), c.keywords)

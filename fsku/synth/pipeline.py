@@ -14,10 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsku.gen.choice import best, option_scores
 from fsku.gen.config import GenConfig, PromptsConfig, SamplingConfig
 from fsku.gen.format import format_prompt
-from fsku.gen.prompts import cloze_prompt, prompt_id
+from fsku.gen.prompts import prompt_id, user_prompt
 from fsku.gen.runner import run_generation
 from fsku.synth import gate
 from fsku.synth.config import SynthConfig
@@ -91,7 +90,7 @@ def write_and_gate(tasks: list[dict], chunks: dict[str, dict], teacher: Teacher,
         if r["rejected"]:
             del alive[tid]
     log.info("synth: %d of %d pass format and grounding; round trip next", len(alive), len(tasks))
-    round_trip(alive, rows, chunks, teacher.backend, cfg)
+    round_trip(alive, rows, chunks, teacher, cfg, gen)
     if cfg.judge != "none":
         judge(alive, rows, chunks, teacher, cfg, gen)
     # near-duplicates: the evaluation files go first, so a question like one of theirs is a leak
@@ -110,21 +109,27 @@ def write_and_gate(tasks: list[dict], chunks: dict[str, dict], teacher: Teacher,
     return list(rows.values())
 
 
-def round_trip(alive: dict, rows: dict, chunks: dict, backend, cfg: SynthConfig) -> None:
-    """The teacher answers each multiple-choice candidate with its source chunk as the context, and
-    with none. With the chunk it must pick the key (when ``cfg.round_trip``); without it, the share it
-    already gets right is reported. Scored on the options' text after the stem (``option``), not on the
-    digit after "정답: ": with options that start with a number ("24시간"), the digit's likelihood
-    mostly says which option starts with it (the teacher answers "정답: 24시간" to "1 24시간")."""
+def round_trip(alive: dict, rows: dict, chunks: dict, teacher: Teacher, cfg: SynthConfig, gen: GenConfig) -> None:
+    """The teacher answers each multiple-choice candidate as it answers training prompts (the options
+    listed, "정답: 번호" asked), with its source chunk as the context and with none; its pick is read
+    from what it writes (``gate.picked``: the number, or the option's text it names). With the chunk it
+    must pick the key (when ``cfg.round_trip``); without it, the share it gets right is reported.
+    Read from a short answer, not from likelihoods: the digit after "정답: " also counts options
+    that start with that digit ("24시간"), and an option's text is mostly scored on its first token
+    (the teacher found "48시간" likelier than the chunk's "72시간")."""
+    ids = [i for i, c in alive.items() if c.kind == "mcq"]
+    if not ids:
+        return
     pc = PromptsConfig(max_context_chars=100_000)
-    for tid in [i for i, c in alive.items() if c.kind == "mcq"]:
+    asked = [user_prompt(gate.as_question(alive[i], i), [chunks[rows[i]["chunk_id"]]], pc) for i in ids]
+    closed = [user_prompt(gate.as_question(alive[i], i), [], pc) for i in ids]
+    texts = generate(teacher, asked + closed, ids + [f"{i}/closed" for i in ids],
+                     dataclasses.replace(cfg, max_tokens=24, temperature=0.0), gen, "synth_check")
+    for k, tid in enumerate(ids):
         c, r = alive[tid], rows[tid]
-        q = gate.as_question(c, tid)
-        picks = []
-        for hits in ([chunks[r["chunk_id"]]], []):
-            prompt = format_prompt(backend.tokenizer, cloze_prompt(q, hits, pc))
-            picks.append(best(option_scores(backend, prompt, "", c.options, "option")))
-        r["round_trip"], r["closed_book"] = picks[0] == c.key, picks[1] == c.key
+        r.update(round_trip=gate.picked(texts[k], c.options) == c.key, round_trip_text=texts[k],
+                 round_trip_key=c.key,  # where the key stood when asked: even_positions may move it
+                 closed_book=gate.picked(texts[len(ids) + k], c.options) == c.key)
         if cfg.round_trip and not r["round_trip"]:
             r["rejected"] = "round_trip"
             del alive[tid]
