@@ -39,9 +39,11 @@ def sections() -> dict[str, type]:
     from fsku.predict.config import EvalConfig, PredictConfig
     from fsku.quantize import QuantConfig
     from fsku.retrieval.config import IndexConfig
+    from fsku.synth.config import SynthConfig
 
     return {"chunk": ChunkConfig, "encoder": EncoderConfig, "index": IndexConfig, "teacher": TeacherConfig,
-            "student": StudentConfig, "prompts": PromptsConfig, "gen": GenConfig, "pairs": PairsConfig,
+            "student": StudentConfig, "synth": SynthConfig, "prompts": PromptsConfig, "gen": GenConfig,
+            "pairs": PairsConfig,
             "sft": SftConfig, "teacher_logits": TeacherLogitsConfig, "train": TrainConfig, "quant": QuantConfig,
             "eval": EvalConfig,
             "predict": PredictConfig}

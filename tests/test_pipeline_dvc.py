@@ -39,7 +39,8 @@ from tiny_pipeline import (
     snapshot,
 )
 
-STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "prompts", "teacher_choices", "teacher_gen",
+STAGES = ["chunk", "encoder", "index", "teacher_model", "student_model", "synth", "prompts", "teacher_choices",
+          "teacher_gen",
           "sft",
           "student_gen", "gen_report", "pairs", "teacher_logits", "distill", "merge", "quantize", "eval_teacher",
           "eval_row@student", "eval_row@distilled", "eval_row@quantized", "evaluate", "predict"]
@@ -171,7 +172,7 @@ def test_evaluate_and_predict_outs(repo):
 
 # in the real repo, on its lock: one param per kind of reach (tests/test_dvc.py covers 21 through DVC's graph)
 @pytest.mark.parametrize("key, value, expected, direct", [
-    ("chunk.size", 250, ["chunk", "index", "prompts", "teacher_choices", "teacher_gen", "sft", "student_gen",
+    ("chunk.size", 250, ["chunk", "index", "synth", "prompts", "teacher_choices", "teacher_gen", "sft", "student_gen",
                          "gen_report", "pairs", "teacher_logits", *FROM_DISTILL, "eval_teacher",
                          "eval_row@student"], 1),
     ("train.beta", 0.2, FROM_DISTILL, 1),
@@ -377,7 +378,8 @@ def test_s3_compatible_remote_round_trip(repo, s3_server):
     assert any(k.startswith("dvc/files/md5/") for k in keys) and any(k.startswith("dvc/runs/") for k in keys), keys[:5]
 
 
-SMOKE_STAGES = ["chunk", "index", "teacher_model", "student_model", "prompts", "teacher_choices", "teacher_gen",
+SMOKE_STAGES = ["chunk", "index", "teacher_model", "student_model", "synth", "prompts", "teacher_choices",
+                "teacher_gen",
                 "sft", "student_gen",
                 "pairs", "teacher_logits", "distill", "merge", "quantize", "predict"]
 
