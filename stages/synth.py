@@ -19,7 +19,7 @@ import torch
 from fsku.config import load_section
 from fsku.gen.backends import make_backend
 from fsku.gen.config import ENGINE_KEYS, GenConfig, PromptsConfig
-from fsku.io import atomic_path, read_jsonl, write_json, write_jsonl
+from fsku.io import read_jsonl, write_json, write_jsonl, write_text
 from fsku.models.fingerprint import model_fingerprint
 from fsku.predict.config import EvalConfig
 from fsku.questions import load_questions
@@ -65,21 +65,18 @@ def main() -> None:
     kept = [r for r in rows if r["kept"]]
     if tasks and not kept:  # before any out is written: the previous ones stay
         raise ValueError(f"synth: the gate rejected all {len(tasks)} candidates ({counts['rejected']}); "
-                         f"the teacher's texts are not kept. Check the teacher ({args.teacher}) or set "
-                         "synth.per_document: 0 to write none")
-    with atomic_path(args.out) as tmp:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["ID", "Question", "Answer", "Keyword"])
-        for r in kept:
-            w.writerow([r["id"], r["question"], r["answer"], ", ".join(r["keywords"])])
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
+                         f"its answers stay in {args.partial} for a rerun to resume. Check the teacher "
+                         f"({args.teacher}) or set synth.per_document: 0 to write none")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["ID", "Question", "Answer", "Keyword"])
+    w.writerows([r["id"], r["question"], r["answer"], ", ".join(r["keywords"])] for r in kept)
+    write_text(args.out, buf.getvalue())
     write_jsonl(args.candidates, rows)
     write_json(args.metrics, {**counts, "teacher": fingerprint})
     for done in Path(args.partial).glob("synth*.shard*.jsonl"):  # the outs are written: no resume needed
         done.unlink()
     print({k: v for k, v in counts.items() if not isinstance(v, dict)})
-
 
 
 if __name__ == "__main__":

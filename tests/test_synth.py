@@ -277,6 +277,8 @@ class ScriptedTeacher:
 def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
     """Each crafted bad generation is rejected at its gate and counted; the good ones are kept, the
     multiple choice after the teacher named its key in the round trip."""
+    import json
+
     from fsku.gen.config import GenConfig
     from fsku.synth.config import SynthConfig
     from fsku.synth.pipeline import Teacher, tally, write_and_gate
@@ -311,6 +313,8 @@ def test_the_gate_on_crafted_generations(tmp_path, qwen_tokenizer):
     teacher = Teacher(ScriptedTeacher(qwen_tokenizer, script), "scripted", "0" * 16, tmp_path / "partial")
     cfg = SynthConfig()
     rows = write_and_gate(tasks, chunks, teacher, cfg, GenConfig(batch_size=4), held_out)
+    again = write_and_gate(tasks, chunks, teacher, cfg, GenConfig(batch_size=4), held_out)  # resumed from partial
+    assert json.dumps(again, ensure_ascii=False) == json.dumps(rows, ensure_ascii=False)
     verdict = {r["id"]: r["rejected"] for r in rows}
     assert verdict == {"SYNTH_0000": None, "SYNTH_0001": "format:no_question", "SYNTH_0002": None,
                        "SYNTH_0003": "duplicate", "SYNTH_0004": "leak", "SYNTH_0005": "format:too_few_distractors"}

@@ -152,16 +152,10 @@ def judge(alive: dict, rows: dict, chunks: dict, teacher: Teacher, cfg: SynthCon
 
 def tally(rows: list[dict], cfg: SynthConfig) -> dict:
     """Counts for metrics/synth.json: in, kept, rejected by gate and reason, keys by position."""
-    reasons: dict[str, int] = {}
-    for r in rows:
-        if r["rejected"]:
-            reasons[r["rejected"]] = reasons.get(r["rejected"], 0) + 1
+    reasons = Counter(r["rejected"] for r in rows if r["rejected"])
     kept = [r for r in rows if r["kept"]]
     mcq = [r for r in rows if r["kind"] == "mcq" and "round_trip" in r]
-    positions: dict[str, int] = {}
-    for r in kept:
-        if r["kind"] == "mcq":
-            positions[r["answer"]] = positions.get(r["answer"], 0) + 1
+    positions = Counter(r["answer"] for r in kept if r["kind"] == "mcq")
     return {"kept": len(kept), "kept_mcq": sum(r["kind"] == "mcq" for r in kept),
             "kept_open": sum(r["kind"] == "open" for r in kept), "rejected": dict(sorted(reasons.items())),
             "round_trip_checked": len(mcq),
